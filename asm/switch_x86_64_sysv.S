@@ -1,0 +1,91 @@
+/* Context switch for x86_64, System V ABI (ELF and Mach-O).
+ *
+ *   void *kio_ctx_switch(void **save_sp, void *load_sp, void *msg);
+ *
+ * Saves what the ABI obliges a callee to preserve (rbx, rbp, r12-r15, the
+ * MXCSR control bits and the x87 control word) on the current stack, stores
+ * the stack pointer in *save_sp, switches to load_sp, restores the same set
+ * from there and returns msg to whoever suspended on that stack. Because the
+ * saved block has one layout on every stack, the CFI below stays true after
+ * the stack pointer changes, so debuggers can unwind through a switch.
+ *
+ * Saved block (lib/context.h builds the first one for a new fiber):
+ *   [sp+0]  mxcsr (4 bytes), x87 control word (2 bytes), padding
+ *   [sp+8]  r15   [sp+16] r14   [sp+24] r13   [sp+32] r12
+ *   [sp+40] rbx   [sp+48] rbp   [sp+56] return address
+ */
+#include "asm.h"
+
+KIO_FUNC_BEGIN(kio_ctx_switch)
+    .cfi_startproc
+    pushq %rbp
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rbp, 0
+    pushq %rbx
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rbx, 0
+    pushq %r12
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r12, 0
+    pushq %r13
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r13, 0
+    pushq %r14
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r14, 0
+    pushq %r15
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r15, 0
+    subq $8, %rsp
+    .cfi_adjust_cfa_offset 8
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    .cfi_adjust_cfa_offset -8
+    popq %r15
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r15
+    popq %r14
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r14
+    popq %r13
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r13
+    popq %r12
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r12
+    popq %rbx
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore rbx
+    popq %rbp
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore rbp
+    movq %rdx, %rax
+    ret
+    .cfi_endproc
+KIO_FUNC_END(kio_ctx_switch)
+
+/* First code of every fiber: the initial block (see lib/context.h) holds
+ * r12 = argument and r13 = entry function, and kio_ctx_switch "returns" here
+ * with the message in rax. Calls entry(msg, arg), which never returns. The
+ * return address is marked undefined so unwinders stop at the fiber's root. */
+KIO_FUNC_BEGIN(kio_ctx_entry)
+    .cfi_startproc
+    .cfi_undefined rip
+    movq %rax, %rdi
+    movq %r12, %rsi
+    xorl %ebp, %ebp
+    callq *%r13
+    ud2
+    .cfi_endproc
+KIO_FUNC_END(kio_ctx_entry)
+
+#if defined(__ELF__)
+.section .note.GNU-stack, "", @progbits
+#endif

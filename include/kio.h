@@ -1,0 +1,302 @@
+/*
+ * kio: a fiber runtime for C and every language that can call C.
+ *
+ * An M:N runtime: each worker thread owns its own completion queue (epoll on
+ * Linux, kqueue on macOS/BSD); tasks run on fibers with their own stacks; ready
+ * fibers are shared between workers by work stealing; blocking operations park
+ * only the fiber, never the thread.
+ *
+ * Conventions (they hold for every function unless its comment says otherwise):
+ *   - Functions return 0 (or a count) on success and a negative errno value on
+ *     failure: -EINVAL for a NULL or invalid argument, -ENOMEM, -ECANCELED,
+ *     -ETIMEDOUT, -EBUSY, -EPERM for a call from the wrong thread. No function
+ *     aborts on bad input it can detect, and none sets errno for you to read.
+ *   - "Fiber" means code running inside a kio task (including the runtime's
+ *     main fiber, the code that called kio_runtime_create). "Plain thread"
+ *     means any other thread.
+ *   - A fiber may resume on a different worker thread after any call that can
+ *     park it. Do not cache thread-local state (errno included) across such a
+ *     call, and never hold an OS mutex across it. Use pinned tasks
+ *     (kio_spawn_ex) for code that must stay on one thread.
+ *   - Cancellation points return -ECANCELED once the calling task has been
+ *     canceled (see kio_cancel), unless a shield is up (kio_cancel_shield).
+ *
+ * This header compiles as C99 and as C++. See docs/api.md for the reference.
+ */
+#ifndef KIO_H
+#define KIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Every function is noexcept for C++ callers: none throws. */
+#ifdef __cplusplus
+#define KIO_NOEXCEPT noexcept
+#else
+#define KIO_NOEXCEPT
+#endif
+
+#if defined(_WIN32)
+#define KIO_API
+#elif defined(__GNUC__) || defined(__clang__)
+#define KIO_API __attribute__((visibility("default")))
+#else
+#define KIO_API
+#endif
+
+/* ---------------------------------------------------------------------------
+ * Version and errors
+ * ------------------------------------------------------------------------- */
+
+#define KIO_VERSION_MAJOR 0
+#define KIO_VERSION_MINOR 1
+#define KIO_VERSION_PATCH 0
+
+/* The library's version as "MAJOR.MINOR.PATCH" (the .so you run, which may be
+ * newer than the header you built with). Thread-safe; never NULL. */
+KIO_API const char *kio_version(void) KIO_NOEXCEPT;
+
+/* A static description of an error code. Accepts -EXXX (as kio returns it) or
+ * EXXX. Unknown codes give "Unknown error". Thread-safe; never NULL. */
+KIO_API const char *kio_strerror(int err) KIO_NOEXCEPT;
+
+/* ---------------------------------------------------------------------------
+ * Runtime
+ * ------------------------------------------------------------------------- */
+
+typedef struct kio_runtime kio_runtime;
+
+typedef struct kio_options {
+    size_t size;         /* sizeof(kio_options); set by kio_options_init */
+    unsigned threads;    /* workers including the creating thread; 0 = CPU count */
+    size_t stack_size;   /* default fiber stack in bytes; 0 = library default (64 KiB) */
+    const char *backend; /* NULL or "auto", "epoll", "kqueue" (later "io_uring") */
+    /* more fields may follow in later versions */
+} kio_options;
+
+/* Fills opts with defaults and sets opts->size. Does nothing if opts is NULL. */
+KIO_API void kio_options_init(kio_options *opts) KIO_NOEXCEPT;
+
+/* Creates a runtime and turns the calling thread into its worker 0: the code
+ * after this call runs as the runtime's main fiber. Further workers start
+ * lazily, when work is queued and no worker is idle, up to opts->threads.
+ *
+ * opts may be NULL (defaults). opts->size must be at least the size of the
+ * kio_options of version 0.1 (the fields above). stack_size is rounded up to a
+ * whole number of pages; each stack also gets a guard page below it.
+ *
+ * Errors: -EINVAL (out NULL, bad opts->size, unknown backend, stack_size too
+ * small: under 16 KiB, or threads over 1024), -ENOTSUP (a backend this
+ * platform lacks), -EBUSY (the calling thread is already part of a runtime),
+ * -ENOMEM, or the errno of a failed system call (epoll_create1, ...).
+ * Thread safety: any plain thread. */
+KIO_API int kio_runtime_create(const kio_options *opts, kio_runtime **out) KIO_NOEXCEPT;
+
+/* Cancels every task still running (detached ones included), waits for all of
+ * them to finish, joins the workers and frees everything. Task handles of the
+ * runtime are invalid afterwards. Tasks that were never started still run,
+ * with cancellation already requested. Must be called from the main fiber on
+ * the thread that created the runtime; after it returns the thread is a plain
+ * thread again. It waits for tasks that ignore cancellation (a task that never
+ * reaches a kio call keeps it waiting).
+ * Errors: -EINVAL (rt NULL or not a live runtime), -EPERM (not called from the
+ * runtime's main fiber, e.g. from a task or another thread). */
+KIO_API int kio_runtime_destroy(kio_runtime *rt) KIO_NOEXCEPT;
+
+/* The runtime of the calling fiber or worker thread, else NULL. Thread-safe. */
+KIO_API kio_runtime *kio_current(void) KIO_NOEXCEPT;
+
+/* ---------------------------------------------------------------------------
+ * Tasks
+ *
+ * A task runs fn(arg) on a fiber. The handle returned by kio_spawn must be
+ * consumed exactly once, by kio_await, kio_cancel or kio_detach (each consumes
+ * it when it returns 0). Handles are validated: using a consumed handle gives
+ * -EINVAL as long as its memory has not been reused by a newer task.
+ * ------------------------------------------------------------------------- */
+
+typedef struct kio_task kio_task;
+typedef void *(*kio_fn)(void *arg);
+
+typedef struct kio_spawn_options {
+    size_t size;                        /* sizeof(kio_spawn_options); set by kio_spawn_options_init */
+    const char *name;                   /* copied (first 31 bytes); NULL = unnamed */
+    size_t stack_size;                  /* 0 = the runtime's default */
+    int pinned;                         /* nonzero: never migrates off the worker it starts on */
+    void (*arg_destructor)(void *arg);  /* called with arg if the task never runs */
+    /* more fields may follow in later versions */
+} kio_spawn_options;
+
+/* Fills opts with defaults and sets opts->size. Does nothing if opts is NULL. */
+KIO_API void kio_spawn_options_init(kio_spawn_options *opts) KIO_NOEXCEPT;
+
+/* Starts fn(arg) as a new task of rt (NULL = kio_current()). The task is queued
+ * and does not run before the caller parks or another worker picks it up. From
+ * a fiber of rt, children go to the caller's worker and run newest-first; from
+ * a plain thread (or another runtime) they go to rt's injection queue.
+ * Errors: -EINVAL (fn or out NULL, rt not a live runtime), -EPERM (rt NULL and
+ * the caller is not in a runtime), -ECANCELED (rt is being destroyed and the
+ * caller is not one of its tasks), -ENOMEM.
+ * Thread safety: any thread, including plain threads with an explicit rt. */
+KIO_API int kio_spawn(kio_runtime *rt, kio_fn fn, void *arg, kio_task **out) KIO_NOEXCEPT;
+
+/* kio_spawn with options (opts may be NULL). The task is named (for kio_dump
+ * and debuggers), may have its own stack size and may be pinned. If the call
+ * fails after opts was found valid, opts->arg_destructor (if set) has been
+ * called with arg: the task never runs, and kio owns arg from the moment of
+ * the call. Errors: those of kio_spawn, plus -EINVAL for a bad opts->size or a
+ * stack_size under 16 KiB. */
+KIO_API int kio_spawn_ex(kio_runtime *rt, kio_fn fn, void *arg, const kio_spawn_options *opts,
+                         kio_task **out) KIO_NOEXCEPT;
+
+/* Waits until the task finishes, stores its return value in *result (result
+ * may be NULL) and consumes the handle. A cancellation point: if the calling
+ * task is canceled, returns -ECANCELED and the handle stays valid (the awaited
+ * task is not affected).
+ * Errors: -EINVAL (task NULL, consumed or detached), -EBUSY (another caller is
+ * already awaiting or canceling this task), -EDEADLK (a task awaiting itself),
+ * -ECANCELED. Thread safety: any thread; plain threads block. */
+KIO_API int kio_await(kio_task *task, void **result) KIO_NOEXCEPT;
+
+/* Requests cancellation of the task, waits for it to finish, stores its return
+ * value in *result (may be NULL) and consumes the handle. Not a cancellation
+ * point: it always waits. The request wakes the task if it is parked in a kio
+ * wait; the task's later cancellation points return -ECANCELED; the task then
+ * returns normally. A task canceled before it started still runs (with the
+ * request already made), so every task produces a result.
+ * Errors: -EINVAL, -EBUSY, -EDEADLK (a task canceling itself; use
+ * kio_cancel_self). Thread safety: any thread; plain threads block. */
+KIO_API int kio_cancel(kio_task *task, void **result) KIO_NOEXCEPT;
+
+/* Consumes the handle without waiting: the task runs to completion on its own
+ * and its result is dropped. Errors: -EINVAL, -EBUSY (being awaited or
+ * canceled). Thread safety: any thread. */
+KIO_API int kio_detach(kio_task *task) KIO_NOEXCEPT;
+
+/* Waits until at least one of tasks[0..count) has finished and stores the
+ * lowest index of a finished task in *index. Consumes nothing. A cancellation
+ * point. Errors: -EINVAL (tasks or index NULL, count 0, a NULL or consumed
+ * handle), -ECANCELED, -ENOMEM (count over 16 needs an allocation).
+ * Thread safety: any thread; plain threads block. */
+KIO_API int kio_select(kio_task *const *tasks, size_t count, size_t *index) KIO_NOEXCEPT;
+
+/* Puts the calling fiber at the back of its worker's run queue and runs other
+ * ready fibers first. A cancellation point (it yields, then returns -ECANCELED
+ * if the task has been canceled), so it also serves as a cancellation check in
+ * CPU-bound loops. Errors: -EPERM from a plain thread, -ECANCELED. */
+KIO_API int kio_yield(void) KIO_NOEXCEPT;
+
+/* The id of the calling task (the main fiber is 1; spawned tasks count up from
+ * 2 in each runtime), or 0 on a plain thread. */
+KIO_API uint64_t kio_task_id(void) KIO_NOEXCEPT;
+
+/* ---------------------------------------------------------------------------
+ * Cancellation
+ * ------------------------------------------------------------------------- */
+
+/* Shields the calling task from cancellation (enable != 0) or lowers the shield
+ * (enable == 0) and returns the previous setting (0 or 1). While shielded, a
+ * cancellation request is recorded but neither wakes the task nor makes its
+ * cancellation points fail; it takes effect at the first cancellation point
+ * after the shield is lowered. Use it around cleanup that must not be cut
+ * short, restoring the returned value afterwards (shields nest that way).
+ * Errors: -EPERM from a plain thread. */
+KIO_API int kio_cancel_shield(int enable) KIO_NOEXCEPT;
+
+/* Returns -ECANCELED if the calling task has been canceled (and is not
+ * shielded), else 0. Does not park. Returns 0 on plain threads. */
+KIO_API int kio_check_cancel(void) KIO_NOEXCEPT;
+
+/* Requests cancellation of the calling task itself: its next cancellation
+ * point returns -ECANCELED. Errors: -EPERM from a plain thread. */
+KIO_API int kio_cancel_self(void) KIO_NOEXCEPT;
+
+/* ---------------------------------------------------------------------------
+ * Time
+ * ------------------------------------------------------------------------- */
+
+/* CLOCK_MONOTONIC in nanoseconds, read fresh on every call. Thread-safe. */
+KIO_API uint64_t kio_now(void) KIO_NOEXCEPT;
+
+/* Parks the calling fiber for at least ns nanoseconds (a plain thread sleeps).
+ * kio_sleep(0) yields. A cancellation point; from a plain thread it cannot be
+ * canceled. Errors: -ECANCELED. */
+KIO_API int kio_sleep(uint64_t ns) KIO_NOEXCEPT;
+
+/* Parks until kio_now() >= deadline; returns at once if that has passed.
+ * A cancellation point. Errors: -ECANCELED. */
+KIO_API int kio_sleep_until(uint64_t deadline) KIO_NOEXCEPT;
+
+/* ---------------------------------------------------------------------------
+ * Mutex and condition
+ *
+ * Fiber-aware: a fiber that must wait parks (its worker runs other fibers); a
+ * plain thread that must wait blocks. Both can share one mutex. Waiters are
+ * served in FIFO order and unlock hands ownership straight to the first one.
+ * No destroy is needed: an all-zero object (static storage, KIO_MUTEX_INIT,
+ * memset 0) is a valid unlocked mutex / empty condition. Neither may be moved
+ * or copied while in use. They are not tied to one runtime.
+ * ------------------------------------------------------------------------- */
+
+typedef struct kio_mutex {
+    uintptr_t opaque_[4];
+} kio_mutex;
+#define KIO_MUTEX_INIT {{0, 0, 0, 0}}
+
+typedef struct kio_cond {
+    uintptr_t opaque_[3];
+} kio_cond;
+#define KIO_COND_INIT {{0, 0, 0}}
+
+/* Initializes m to the unlocked state (same as KIO_MUTEX_INIT). */
+KIO_API void kio_mutex_init(kio_mutex *m) KIO_NOEXCEPT;
+
+/* Locks m, parking the fiber (or blocking the plain thread) while another
+ * owner holds it. A cancellation point: returns -ECANCELED without the lock if
+ * the calling task is canceled (checked on entry and while parked).
+ * Errors: -EINVAL (m NULL), -EDEADLK (the caller already holds m),
+ * -ECANCELED. Thread safety: any thread. */
+KIO_API int kio_mutex_lock(kio_mutex *m) KIO_NOEXCEPT;
+
+/* Locks m if it is free right now. Returns 0 or -EBUSY (held, by anyone
+ * including the caller); -EINVAL for NULL. Never parks. */
+KIO_API int kio_mutex_trylock(kio_mutex *m) KIO_NOEXCEPT;
+
+/* Unlocks m; if fibers or threads are waiting, ownership passes to the first
+ * of them. Ownership belongs to the task (or plain thread) that locked m: an
+ * unlock by anyone else, or of an unlocked mutex, is detected and ignored
+ * (m is left as it was). NULL is ignored. */
+KIO_API void kio_mutex_unlock(kio_mutex *m) KIO_NOEXCEPT;
+
+/* Initializes c to the empty state (same as KIO_COND_INIT). */
+KIO_API void kio_cond_init(kio_cond *c) KIO_NOEXCEPT;
+
+/* Atomically releases m (which the caller must hold) and waits for a signal,
+ * then re-locks m before returning, whatever the outcome. A cancellation
+ * point. Spurious wakeups do not happen, but callers should still re-check
+ * their predicate in a loop, as with pthreads.
+ * Errors: -EINVAL (c or m NULL), -EPERM (the caller does not hold m),
+ * -ECANCELED. Thread safety: any thread. */
+KIO_API int kio_cond_wait(kio_cond *c, kio_mutex *m) KIO_NOEXCEPT;
+
+/* kio_cond_wait with an absolute deadline in the kio_now() time base.
+ * Errors: also -ETIMEDOUT when the deadline passes first (m is re-locked). */
+KIO_API int kio_cond_wait_until(kio_cond *c, kio_mutex *m, uint64_t deadline) KIO_NOEXCEPT;
+
+/* Wakes the longest-waiting waiter of c, if any. NULL is ignored. Signalers
+ * need not hold the mutex, but only a signal sent under it is ordered with the
+ * waiter's predicate check. Thread safety: any thread. */
+KIO_API void kio_cond_signal(kio_cond *c) KIO_NOEXCEPT;
+
+/* Wakes every waiter of c. NULL is ignored. Thread safety: any thread. */
+KIO_API void kio_cond_broadcast(kio_cond *c) KIO_NOEXCEPT;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KIO_H */

@@ -1,0 +1,38 @@
+// Version and error strings.
+#include <cerrno>
+#include <cstring>
+
+#include "util.h"
+#include "../include/kio.h"
+
+#define KIO_STR2(x) #x
+#define KIO_STR(x) KIO_STR2(x)
+
+KIO_EXPORT const char *kio_version(void) noexcept {
+    return KIO_STR(KIO_VERSION_MAJOR) "." KIO_STR(KIO_VERSION_MINOR) "." KIO_STR(KIO_VERSION_PATCH);
+}
+
+KIO_EXPORT const char *kio_strerror(int err) noexcept {
+    if (err < 0) err = -err;
+    switch (err) {
+    case 0: return "Success";
+    case EINVAL: return "Invalid argument";
+    case ENOMEM: return "Out of memory";
+    case ECANCELED: return "Operation canceled";
+    case ETIMEDOUT: return "Operation timed out";
+    case EBUSY: return "Resource busy";
+    case EPERM: return "Operation not permitted from this thread or fiber";
+    case EDEADLK: return "Operation would deadlock";
+    case ENOTSUP: return "Not supported on this platform";
+    case EAGAIN: return "Resource temporarily unavailable";
+    case EBADF: return "Bad file descriptor";
+    case EINTR: return "Interrupted";
+    case EPIPE: return "Broken pipe";
+    case ECONNRESET: return "Connection reset by peer";
+    case ECONNREFUSED: return "Connection refused";
+    default: break;
+    }
+    // Thread-safe and static: strerror is neither, so only known codes get
+    // a kio wording; others fall back to a fixed string.
+    return "Unknown error";
+}

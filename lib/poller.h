@@ -1,0 +1,53 @@
+// The completion queue each worker owns, behind one small interface with one
+// implementation per backend (poller_epoll.cpp, poller_kqueue.cpp).
+//
+// A worker blocks only here when it has nothing to run. wake() is the doorbell
+// other threads ring when they give it work: an eventfd registered in the epoll
+// set on Linux, an EVFILT_USER event on kqueue systems. Rings while the worker
+// is awake coalesce into one readiness that the next wait() drains.
+#pragma once
+
+#include <cstdint>
+
+namespace kio {
+
+struct PollEvent {
+    void *token;      // what was registered for the readiness (never the doorbell)
+    uint32_t events;  // kPollIn / kPollOut / kPollErr bits
+};
+
+enum : uint32_t { kPollIn = 1, kPollOut = 2, kPollErr = 4 };
+
+enum class Backend { kEpoll, kKqueue };
+
+class Poller {
+  public:
+    Poller() = default;
+    ~Poller() { close(); }
+    Poller(const Poller &) = delete;
+    Poller &operator=(const Poller &) = delete;
+
+    // Opens the backend. Returns 0 or a negative errno.
+    int open(Backend b);
+    void close();
+
+    // Waits until readiness, a doorbell ring, or the deadline (kio_now() base;
+    // 0 = do not block, UINT64_MAX = no deadline). Stores up to max events and
+    // returns their count (doorbell rings are consumed, not reported).
+    int wait(PollEvent *out, int max, uint64_t deadline);
+
+    // Rings the doorbell. Any thread.
+    void wake();
+
+    // Backend-neutral name of the platform default.
+    static Backend default_backend();
+    static bool available(Backend b);
+
+  private:
+    int fd_ = -1;              // epoll or kqueue descriptor
+    int bell_fd_ = -1;         // eventfd (epoll only)
+    void *buf_ = nullptr;      // kernel event buffer (kMaxBatch entries), kept off fiber stacks
+    static constexpr int kMaxBatch = 64;
+};
+
+}  // namespace kio

@@ -1,0 +1,109 @@
+// epoll backend (Linux): one epoll set per worker plus an eventfd doorbell.
+#if defined(__linux__)
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <ctime>
+
+#include "poller.h"
+#include "util.h"
+
+namespace kio {
+
+namespace {
+// The doorbell's epoll data: distinct from every registered token (those are
+// pointers to objects, never this address).
+char g_bell_token;
+}  // namespace
+
+Backend Poller::default_backend() { return Backend::kEpoll; }
+bool Poller::available(Backend b) { return b == Backend::kEpoll; }
+
+int Poller::open(Backend b) {
+    if (b != Backend::kEpoll) return -ENOTSUP;
+    buf_ = std::malloc(sizeof(epoll_event) * kMaxBatch);
+    if (!buf_) return -ENOMEM;
+    fd_ = epoll_create1(EPOLL_CLOEXEC);
+    if (fd_ < 0) {
+        int e = -errno;
+        close();
+        return e;
+    }
+    bell_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (bell_fd_ < 0) {
+        int e = -errno;
+        close();
+        return e;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = &g_bell_token;
+    if (epoll_ctl(fd_, EPOLL_CTL_ADD, bell_fd_, &ev) != 0) {
+        int e = -errno;
+        close();
+        return e;
+    }
+    return 0;
+}
+
+void Poller::close() {
+    if (bell_fd_ >= 0) ::close(bell_fd_);
+    if (fd_ >= 0) ::close(fd_);
+    bell_fd_ = fd_ = -1;
+    std::free(buf_);
+    buf_ = nullptr;
+}
+
+int Poller::wait(PollEvent *out, int max, uint64_t deadline) {
+    auto *evs = static_cast<epoll_event *>(buf_);
+    if (max > kMaxBatch) max = kMaxBatch;
+    timespec ts, *tsp = nullptr;
+    if (deadline != UINT64_MAX) {
+        uint64_t now = deadline ? now_ns() : 0;
+        uint64_t left = deadline > now ? deadline - now : 0;
+        ts.tv_sec = time_t(left / 1000000000u);
+        ts.tv_nsec = long(left % 1000000000u);
+        tsp = &ts;
+    }
+    // epoll_pwait2 takes nanoseconds (Linux 5.11); epoll_wait rounds to ms.
+    static std::atomic<bool> have_pwait2{true};
+    int n = -1;
+    if (have_pwait2.load(std::memory_order_relaxed)) {
+        n = epoll_pwait2(fd_, evs, max, tsp, nullptr);
+        if (n < 0 && errno == ENOSYS) have_pwait2.store(false, std::memory_order_relaxed);
+    }
+    if (!have_pwait2.load(std::memory_order_relaxed)) {
+        int ms = -1;
+        if (tsp) ms = int((uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec) + 999999) / 1000000);
+        n = epoll_wait(fd_, evs, max, ms);
+    }
+    if (n < 0) return 0;  // EINTR: the caller re-checks its queues and waits again
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (evs[i].data.ptr == &g_bell_token) {
+            uint64_t v;
+            (void)!read(bell_fd_, &v, sizeof v);
+            continue;
+        }
+        uint32_t e = 0;
+        if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLPRI)) e |= kPollIn;
+        if (evs[i].events & EPOLLOUT) e |= kPollOut;
+        if (evs[i].events & (EPOLLERR | EPOLLHUP)) e |= kPollErr | kPollIn | kPollOut;
+        out[k++] = PollEvent{evs[i].data.ptr, e};
+    }
+    return k;
+}
+
+void Poller::wake() {
+    uint64_t one = 1;
+    (void)!write(bell_fd_, &one, sizeof one);
+}
+
+}  // namespace kio
+
+#endif

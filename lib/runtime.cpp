@@ -1,0 +1,167 @@
+// Creating and destroying runtimes.
+//
+// Create turns the calling thread into worker 0: its code continues as the
+// main fiber (on the thread's own stack), and worker 0's idle context gets an
+// allocated stack. Other workers start lazily (start_worker).
+//
+// Destroy, from the main fiber: mark shutting_down, cancel every live task,
+// wait until none is left, move the main fiber back to worker 0's thread, stop
+// and join the other workers, free everything.
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <new>
+
+#include "context.h"
+#include "runtime.h"
+
+using namespace kio;
+
+namespace {
+
+int parse_backend(const char *name, Backend *out) {
+    if (!name || !std::strcmp(name, "auto")) {
+        *out = Poller::default_backend();
+        return 0;
+    }
+    Backend b;
+    if (!std::strcmp(name, "epoll")) b = Backend::kEpoll;
+    else if (!std::strcmp(name, "kqueue")) b = Backend::kKqueue;
+    else if (!std::strcmp(name, "io_uring")) return -ENOTSUP;
+    else return -EINVAL;
+    if (!Poller::available(b)) return -ENOTSUP;
+    *out = b;
+    return 0;
+}
+
+void publish_shutdown_wait(Waiter *w, void *arg) {
+    auto *rt = static_cast<Runtime *>(arg);
+    rt->shutdown_waiter.store(w, std::memory_order_seq_cst);
+    // Pairs with recycle(): it decrements live, then takes the waiter.
+    if (rt->live.load(std::memory_order_seq_cst) == 0 &&
+        rt->shutdown_waiter.exchange(nullptr, std::memory_order_seq_cst))
+        claim(w, 0);
+}
+
+void free_runtime(Runtime *rt) {
+    for (unsigned i = 0; i < rt->nthreads; i++) {
+        Worker *w = &rt->workers[i];
+        if (w->nstacks) rt->stacks.free_batch(w->stacks, w->nstacks);
+        w->nstacks = 0;
+        san_destroy(&w->idle_san);
+    }
+    delete[] rt->workers;
+    rt->magic.store(0, std::memory_order_release);
+    delete rt;
+}
+
+}  // namespace
+
+KIO_EXPORT void kio_options_init(kio_options *opts) noexcept {
+    if (!opts) return;
+    std::memset(opts, 0, sizeof *opts);
+    opts->size = sizeof *opts;
+}
+
+KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) noexcept {
+    if (!out) return -EINVAL;
+    kio_options o;
+    kio_options_init(&o);
+    if (opts) {
+        if (opts->size < sizeof(kio_options)) return -EINVAL;
+        o.threads = opts->threads;
+        o.stack_size = opts->stack_size;
+        o.backend = opts->backend;
+    }
+    if (current_worker()) return -EBUSY;
+    Backend backend;
+    if (int e = parse_backend(o.backend, &backend)) return e;
+    unsigned threads = o.threads;
+    if (threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? unsigned(n) : 1;
+        if (threads > kMaxThreads) threads = kMaxThreads;
+    }
+    if (threads > kMaxThreads) return -EINVAL;
+    size_t stack = o.stack_size ? o.stack_size : kDefaultStackSize;
+    if (stack < kMinStackSize) return -EINVAL;
+    size_t ps = StackPool::page_size();
+    stack = (stack + ps - 1) / ps * ps;
+
+    Runtime *rt = new (std::nothrow) Runtime(stack);
+    if (!rt) return -ENOMEM;
+    rt->nthreads = threads;
+    rt->backend = backend;
+    rt->workers = new (std::nothrow) Worker[threads];
+    if (!rt->workers) {
+        delete rt;
+        return -ENOMEM;
+    }
+    for (unsigned i = 0; i < threads; i++) {
+        Worker *w = &rt->workers[i];
+        w->rt = rt;
+        w->index = i;
+        w->rng = 0x9e3779b9u * (i + 1);
+        if (int e = w->poller.open(backend)) {
+            free_runtime(rt);
+            return e;
+        }
+    }
+    // Worker 0: the idle context on its own stack; the main fiber on ours.
+    Worker *w0 = &rt->workers[0];
+    if (!rt->stacks.alloc(kIdleStackSize, &w0->idle_stack)) {
+        free_runtime(rt);
+        return -ENOMEM;
+    }
+    w0->idle_sp = make_context(w0->idle_stack.top(), idle_entry, w0);
+    san_set_stack(&w0->idle_san, w0->idle_stack.base, w0->idle_stack.size);
+    san_create(&w0->idle_san);
+
+    Task &m = rt->main;
+    m.id = 1;
+    m.rt = rt;
+    m.state.store(Task::kRunning, std::memory_order_relaxed);
+    m.refs.store(1, std::memory_order_relaxed);
+    std::strcpy(m.name, "main");
+    san_adopt_current(&m.san);
+    rt->creator = pthread_self();
+
+    w0->current = &m;
+    set_current_worker(w0);
+    *out = rt;
+    return 0;
+}
+
+KIO_EXPORT int kio_runtime_destroy(kio_runtime *rth) noexcept {
+    Runtime *rt = runtime_of(rth);
+    if (!rt) return -EINVAL;
+    if (current_task() != &rt->main) return -EPERM;
+
+    rt->shutting_down.store(true, std::memory_order_seq_cst);
+    cancel_all(rt);
+    if (rt->live.load(std::memory_order_seq_cst) > 0) {
+        Waiter w;
+        wait_on(&w, publish_shutdown_wait, rt, 0, false);
+    }
+    // Back to the creating thread, then stop the other workers.
+    migrate_current(&rt->workers[0]);
+    rt->exiting.store(true, std::memory_order_seq_cst);
+    for (unsigned i = 1; i < rt->nthreads; i++) {
+        Worker *w = &rt->workers[i];
+        if (!w->has_thread) continue;
+        w->poller.wake();
+        pthread_join(w->thread, nullptr);
+    }
+    // A worker being started concurrently finished starting before exiting
+    // was set (start_worker checks it under start_lock).
+    std::lock_guard<std::mutex>(rt->start_lock);
+    set_current_worker(nullptr);
+    free_runtime(rt);
+    return 0;
+}
+
+KIO_EXPORT kio_runtime *kio_current(void) noexcept {
+    Worker *w = current_worker();
+    return w ? w->rt : nullptr;
+}

@@ -1,0 +1,88 @@
+// The runtime: workers, the injection queue, the pools, and the bookkeeping
+// for lazy worker start and shutdown.
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+
+#include "poller.h"
+#include "runqueue.h"
+#include "stack.h"
+#include "task.h"
+#include "worker.h"
+
+struct kio_runtime {};  // the public handle is a Runtime (below), never dereferenced
+
+namespace kio {
+
+constexpr size_t kDefaultStackSize = 64 * 1024;
+constexpr size_t kMinStackSize = 16 * 1024;
+constexpr size_t kIdleStackSize = 256 * 1024;
+constexpr unsigned kMaxThreads = 1024;
+
+struct Runtime : kio_runtime {
+    static constexpr uint32_t kMagicLive = 0x6b696f52;  // "kioR"
+
+    std::atomic<uint32_t> magic{kMagicLive};
+    unsigned nthreads = 1;
+    Backend backend = Backend::kEpoll;
+    Worker *workers = nullptr;                   // nthreads entries
+    std::atomic<unsigned> nstarted{1};           // workers with a running thread (0 included)
+    std::mutex start_lock;                       // serializes lazy worker start
+    std::atomic<int> nspinning{0};               // workers looking for work without sleeping
+    std::atomic<int> nsleeping{0};               // workers blocked (or about to) in their poller
+
+    TaskQueue inject;                            // work from plain threads, ring overflow
+    StackPool stacks;
+    TaskPool tasks;
+    std::atomic<uint64_t> next_id{2};            // 1 is the main fiber
+
+    // Shutdown: live counts tasks spawned and not yet recycled.
+    std::atomic<int64_t> live{0};
+    std::atomic<bool> shutting_down{false};
+    std::atomic<bool> exiting{false};
+    std::atomic<Waiter *> shutdown_waiter{nullptr};
+
+    Task main;                                   // the main fiber (thread stack, not pooled)
+    pthread_t creator{};
+
+    explicit Runtime(size_t stack_size) : stacks(stack_size) {}
+    size_t default_stack() const { return stacks.default_size(); }
+};
+
+inline Runtime *runtime_of(kio_runtime *rt) {
+    auto *r = static_cast<Runtime *>(rt);
+    if (!r || r->magic.load(std::memory_order_acquire) != Runtime::kMagicLive) return nullptr;
+    return r;
+}
+
+// A worker covers another's timers only this late, so an owner that is merely
+// busy (not stuck) fires its own.
+constexpr uint64_t kBackupGrace = 2 * 1000 * 1000;
+
+// Scheduler entry points (scheduler.cpp).
+void ready(Task *t);                      // a parked fiber may run again (FIFO)
+void submit_new(Runtime *rt, Task *t);    // a spawned task (newest first on the spawner's worker)
+void notify(Runtime *rt);                 // new work exists: make sure some worker will look
+void wake_worker(Worker *w);              // ring w if it sleeps
+Task *find_work(Worker *w);               // next fiber to run on w, or nullptr
+[[noreturn]] void exit_fiber();           // the calling task's fn returned
+int yield_current();                      // reschedule the calling fiber at the back
+void migrate_current(Worker *to);         // continue the calling fiber on `to`
+void park_current(Waiter *w, PublishFn publish, void *arg, uint64_t deadline, bool cancelable);
+void run_from_idle(Worker *w, Task *t);   // idle context: run t until it switches back
+void poll_worker(Worker *w, uint64_t deadline);  // block in w's poller, dispatch events
+void idle_entry(void *msg, void *arg);    // worker 0's idle context starts here
+void idle_loop(Worker *w);                // a worker's idle context (worker.cpp)
+int start_worker(Runtime *rt);            // lazily start one more worker (worker.cpp)
+
+// Task lifecycle helpers (task.cpp).
+void finish_task(Task *t);                // fn returned: publish the result, wake waiters
+void release_task(Task *t);               // drops one reference
+void request_cancel(Task *t);
+void cancel_all(Runtime *rt);
+
+}  // namespace kio

@@ -1,0 +1,464 @@
+// The scheduler: where fibers go when they become runnable, how a worker picks
+// the next one, and the switch-then-publish protocol every park goes through.
+//
+// Picking order on a worker (find_work):
+//   every kFairnessInterval picks: fire due timers, poll the poller if it has
+//     not been polled for kPollInterval, then take the inbox, the injection
+//     queue or the FIFO ring before anything else (so woken fibers, injected
+//     work and I/O cannot be starved by a spawn tree or a yield loop);
+//   otherwise: inbox (pinned), spawn deque (newest first), FIFO ring,
+//     injection queue (a batch), due timers, then steal: half of a victim's
+//     ring, or the oldest task of its deque.
+//
+// Switch-then-publish: a fiber that parks never publishes itself. It picks the
+// next context, switches, and the arriving context handles the SwitchMsg: puts
+// the old fiber back in a run queue, publishes its Waiter, recycles its stack,
+// or hands it to another worker. When a SwitchMsg is handled the old fiber's
+// registers are saved, so whoever finds it may resume it at once.
+#include <cerrno>
+
+#include "context.h"
+#include "runtime.h"
+
+namespace kio {
+
+namespace {
+
+thread_local Worker *tls_worker __attribute__((tls_model("initial-exec"))) = nullptr;
+
+constexpr uint32_t kFairnessInterval = 61;
+constexpr uint64_t kPollInterval = 100 * 1000;        // ns between polls of a busy worker
+constexpr size_t kInjectBatch = 32;
+
+struct SwitchMsg {
+    enum Kind : uint8_t { kNothing, kReschedule, kPublish, kRecycle, kMigrate };
+    Kind kind = kNothing;
+    Task *prev = nullptr;
+    // kPublish
+    Waiter *waiter = nullptr;
+    PublishFn publish = nullptr;
+    void *arg = nullptr;
+    uint64_t deadline = 0;
+    bool cancelable = false;
+    // kMigrate
+    Worker *target = nullptr;
+};
+
+// A full memory barrier for the Dekker-style handshakes between producers and
+// sleeping workers. ThreadSanitizer does not model fences, so its build uses a
+// sequentially consistent read-modify-write instead (a full barrier on every
+// architecture kio supports).
+inline void full_fence() {
+#if KIO_TSAN
+    static std::atomic<int> dummy{0};
+    dummy.fetch_add(0, std::memory_order_seq_cst);
+#else
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+}
+
+uint32_t next_rand(Worker *w) {
+    uint32_t x = w->rng;  // xorshift32
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return w->rng = x;
+}
+
+void handle(Worker *w, SwitchMsg *m);
+void fiber_main(void *msg, void *arg);
+
+}  // namespace
+
+#if defined(__clang__)
+#define KIO_OPAQUE __attribute__((noinline))
+#else
+#define KIO_OPAQUE __attribute__((noinline, noipa))
+#endif
+
+KIO_OPAQUE Worker *current_worker() { return tls_worker; }
+KIO_OPAQUE void set_current_worker(Worker *w) { tls_worker = w; }
+
+Task *current_task() {
+    Worker *w = current_worker();
+    return w ? w->current : nullptr;
+}
+
+// ---------------------------------------------------------------------------
+// Making work runnable
+
+namespace {
+
+void push_ready(Worker *w, Task *t) {
+    if (KIO_LIKELY(w->ready.push(t))) return;
+    // Ring full: move half of it to the injection queue, where any worker can
+    // take it, then retry.
+    Task *head, *tail;
+    uint32_t n = w->ready.take_half(&head, &tail);
+    if (n) w->rt->inject.push_list(head, tail, n);
+    if (!w->ready.push(t)) w->rt->inject.push(t);
+}
+
+bool wake_one_sleeper(Runtime *rt) {
+    unsigned n = rt->nstarted.load(std::memory_order_acquire);
+    for (unsigned i = 0; i < n; i++) {
+        Worker *v = &rt->workers[i];
+        uint32_t s = Worker::kSleeping;
+        if (v->sleep_state.load(std::memory_order_relaxed) == s &&
+            v->sleep_state.compare_exchange_strong(s, Worker::kNotified, std::memory_order_acq_rel)) {
+            v->poller.wake();
+            return true;
+        }
+    }
+    return false;
+}
+
+}  // namespace
+
+void notify(Runtime *rt) {
+    full_fence();  // order the caller's queue push before reading the idle counts
+    if (rt->nspinning.load(std::memory_order_relaxed) > 0) return;  // a spinner will find it
+    if (rt->nsleeping.load(std::memory_order_relaxed) > 0 && wake_one_sleeper(rt)) return;
+    if (rt->nstarted.load(std::memory_order_relaxed) < rt->nthreads) start_worker(rt);
+}
+
+void wake_worker(Worker *w) {
+    full_fence();
+    uint32_t s = Worker::kSleeping;
+    if (w->sleep_state.load(std::memory_order_relaxed) == s &&
+        w->sleep_state.compare_exchange_strong(s, Worker::kNotified, std::memory_order_acq_rel))
+        w->poller.wake();
+}
+
+void ready(Task *t) {
+    Runtime *rt = t->rt;
+    if (t->home) {  // pinned: only its own worker may run it
+        t->home->inbox.push(t);
+        if (t->home != current_worker()) wake_worker(t->home);
+        return;
+    }
+    Worker *w = current_worker();
+    if (w && w->rt == rt) push_ready(w, t);
+    else rt->inject.push(t);
+    notify(rt);
+}
+
+void submit_new(Runtime *rt, Task *t) {
+    Worker *w = current_worker();
+    if (!(w && w->rt == rt && w->spawned.push(t))) rt->inject.push(t);
+    notify(rt);
+}
+
+// ---------------------------------------------------------------------------
+// Picking the next fiber
+
+namespace {
+
+// Gives a task that never ran a stack and a first frame. False when out of
+// memory (the task then waits in the injection queue for a later try).
+bool prepare_fiber(Worker *w, Task *t) {
+    Runtime *rt = w->rt;
+    size_t size = t->stack_size ? t->stack_size : rt->default_stack();
+    Stack s;
+    if (size == rt->default_stack()) {
+        if (!w->nstacks) w->nstacks = rt->stacks.alloc_batch(w->stacks, Worker::kStackCache / 2);
+        if (!w->nstacks) return false;
+        s = w->stacks[--w->nstacks];
+    } else if (!rt->stacks.alloc(size, &s)) {
+        return false;
+    }
+    t->stack = s;
+    t->sp = make_context(s.top(), fiber_main, t);
+    san_set_stack(&t->san, s.base, s.size);
+    san_create(&t->san);
+    if (t->pinned) t->home = w;
+    t->state.store(Task::kRunning, std::memory_order_release);
+    return true;
+}
+
+void release_stack(Worker *w, Task *t) {
+    Runtime *rt = w->rt;
+    if (t->stack.size == rt->default_stack()) {
+        if (w->nstacks == Worker::kStackCache) {
+            constexpr size_t half = Worker::kStackCache / 2;
+            rt->stacks.free_batch(w->stacks + half, half);
+            w->nstacks = half;
+        }
+        w->stacks[w->nstacks++] = t->stack;
+    } else {
+        rt->stacks.free(t->stack);
+    }
+    t->stack = Stack{};
+}
+
+Task *runnable(Worker *w, Task *t) {
+    if (!t || t->sp || prepare_fiber(w, t)) return t;
+    w->rt->inject.push(t);
+    return nullptr;
+}
+
+// Takes a batch from the injection queue: runs the first, queues the rest.
+Task *take_injected(Worker *w) {
+    Runtime *rt = w->rt;
+    if (rt->inject.empty()) return nullptr;
+    size_t n;
+    Task *first = rt->inject.pop_list(kInjectBatch, &n);
+    if (!first) return nullptr;
+    for (Task *t = first->qnext; t;) {
+        Task *next = t->qnext;
+        t->qnext = nullptr;
+        push_ready(w, t);
+        t = next;
+    }
+    first->qnext = nullptr;
+    return first;
+}
+
+void dispatch_events(Worker *w, int n) {
+    // I/O readiness is routed to waiters by the I/O layer; the core runtime
+    // registers nothing but the doorbell, which the poller consumes itself.
+    (void)w, (void)n;
+}
+
+void poll_now(Worker *w, uint64_t now) {
+    w->last_poll = now;
+    int n = w->poller.wait(w->events, int(sizeof w->events / sizeof w->events[0]), 0);
+    if (n > 0) dispatch_events(w, n);
+}
+
+Task *steal(Worker *w) {
+    Runtime *rt = w->rt;
+    unsigned n = rt->nstarted.load(std::memory_order_acquire);
+    if (n <= 1) return nullptr;
+    unsigned start = next_rand(w) % n;
+    for (unsigned i = 0; i < n; i++) {
+        Worker *v = &rt->workers[(start + i) % n];
+        if (v == w) continue;
+        if (Task *t = v->ready.steal_into(w->ready)) return t;
+        if (v->spawned.size() > 0)
+            if (Task *t = v->spawned.steal()) return t;
+    }
+    // Timers of workers that may be stuck in a fiber that does not yield.
+    uint64_t now = 0;
+    bool fired = false;
+    for (unsigned i = 0; i < n; i++) {
+        Worker *v = &rt->workers[i];
+        if (v == w || v->timers.next_deadline() == UINT64_MAX) continue;
+        if (!now) now = now_ns();
+        if (v->timers.next_deadline() <= now) fired |= v->timers.fire_expired(now) > 0;
+    }
+    return fired ? w->ready.pop() : nullptr;
+}
+
+// Every kFairnessInterval picks: timers, poller, then the queues that the
+// ordinary order serves last.
+Task *fairness_pick(Worker *w) {
+    uint64_t now = now_ns();
+    w->timers.fire_expired(now);
+    if (now - w->last_poll >= kPollInterval) poll_now(w, now);
+    if (Task *t = w->inbox.pop()) return t;
+    if (Task *t = take_injected(w)) return t;
+    return w->ready.pop();
+}
+
+}  // namespace
+
+Task *find_work(Worker *w) {
+    Task *t;
+    if (KIO_UNLIKELY(++w->tick % kFairnessInterval == 0))
+        if ((t = runnable(w, fairness_pick(w)))) return t;
+    if (!w->inbox.empty() && (t = runnable(w, w->inbox.pop()))) return t;
+    if (w->spawned.size() > 0 && (t = runnable(w, w->spawned.pop()))) return t;
+    if ((t = w->ready.pop())) return t;
+    if ((t = runnable(w, take_injected(w)))) return t;
+    if (w->timers.next_deadline() != UINT64_MAX && w->timers.fire_expired(now_ns()) &&
+        (t = w->ready.pop()))
+        return t;
+    return runnable(w, steal(w));
+}
+
+// ---------------------------------------------------------------------------
+// Switching
+
+namespace {
+
+void after_switch(SwitchMsg *in) {
+    Worker *w = current_worker();
+    FiberSan *self = w->current ? &w->current->san : &w->idle_san;
+    FiberSan *prev = in->prev ? &in->prev->san : &w->idle_san;
+    san_after_switch(self, prev);
+    handle(w, in);
+}
+
+// Leaves the running context of w (w->current, or the idle context when it is
+// nullptr) for next (nullptr: the idle context). Returns when something
+// resumes the leaving context, possibly on another worker.
+void switch_to(Worker *w, Task *next, SwitchMsg *msg) {
+    Task *prev = w->current;
+    msg->prev = prev;
+    void **save = prev ? &prev->sp : &w->idle_sp;
+    void *load = next ? next->sp : w->idle_sp;
+    w->current = next;
+    san_before_switch(prev ? &prev->san : &w->idle_san, next ? &next->san : &w->idle_san,
+                      msg->kind == SwitchMsg::kRecycle);
+    auto *in = static_cast<SwitchMsg *>(kio_ctx_switch(save, load, msg));
+    after_switch(in);
+}
+
+void arm_timer(Worker *w, Waiter *wt, uint64_t deadline) {
+    if (deadline <= now_ns()) {
+        claim(wt, -ETIMEDOUT);
+        return;
+    }
+    wt->timer.deadline = deadline;
+    if (!w->timers.insert(&wt->timer)) {
+        claim(wt, -ENOMEM);
+        return;
+    }
+    // If this is the worker's earliest timer, make sure a sleeping worker will
+    // wake up for it should this one get stuck in a fiber that never yields.
+    Runtime *rt = w->rt;
+    if (w->timers.next_deadline() != deadline || rt->nsleeping.load(std::memory_order_acquire) == 0)
+        return;
+    unsigned n = rt->nstarted.load(std::memory_order_acquire);
+    for (unsigned i = 0; i < n; i++) {
+        Worker *v = &rt->workers[i];
+        if (v != w && v->sleep_state.load(std::memory_order_acquire) == Worker::kSleeping &&
+            v->sleep_until.load(std::memory_order_acquire) > deadline + kBackupGrace) {
+            wake_worker(v);
+            return;
+        }
+    }
+}
+
+void arm_cancel(Task *t, Waiter *wt) {
+    LockGuard<SpinLock> g(t->lock);
+    t->cur_wait = wt;
+    wt->cancel_armed = true;
+    if (t->cancel_pending()) claim(wt, -ECANCELED);
+}
+
+// Runs on the context that follows a parking fiber: makes its Waiter
+// reachable, then ends the publication. A claim made meanwhile is honored here.
+void publish_parked(Worker *w, SwitchMsg *m) {
+    Task *t = m->prev;
+    Waiter *wt = m->waiter;
+    uint64_t deadline = m->deadline;
+    bool cancelable = m->cancelable;
+    m->publish(wt, m->arg);
+    if (deadline) arm_timer(w, wt, deadline);
+    if (cancelable) arm_cancel(t, wt);
+    uint64_t s = Waiter::kPublishing;
+    if (!wt->state.compare_exchange_strong(s, Waiter::kWaiting, std::memory_order_acq_rel,
+                                           std::memory_order_acquire))
+        ready(t);  // claimed during publication: nobody else will wake it
+}
+
+void recycle(Worker *w, Task *t) {
+    san_destroy(&t->san);
+    release_stack(w, t);
+    t->sp = nullptr;
+    Runtime *rt = t->rt;
+    release_task(t);  // the fiber's reference; t may be gone now
+    if (rt->live.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+        rt->shutting_down.load(std::memory_order_seq_cst)) {
+        if (Waiter *sw = rt->shutdown_waiter.exchange(nullptr, std::memory_order_seq_cst))
+            claim_and_wake(sw, 0);
+    }
+}
+
+void handle(Worker *w, SwitchMsg *m) {
+    switch (m->kind) {
+    case SwitchMsg::kNothing:
+        return;
+    case SwitchMsg::kReschedule:
+        if (m->prev->home) m->prev->home->inbox.push(m->prev);
+        else push_ready(w, m->prev);
+        return;
+    case SwitchMsg::kPublish:
+        publish_parked(w, m);
+        return;
+    case SwitchMsg::kRecycle:
+        recycle(w, m->prev);
+        return;
+    case SwitchMsg::kMigrate: {
+        Worker *to = m->target;
+        to->inbox.push(m->prev);
+        if (to != w) wake_worker(to);
+        return;
+    }
+    }
+}
+
+void fiber_main(void *msg, void *arg) {
+    auto *t = static_cast<Task *>(arg);
+    after_switch(static_cast<SwitchMsg *>(msg));
+    t->result = t->fn(t->arg);
+    finish_task(t);
+    exit_fiber();
+}
+
+}  // namespace
+
+void park_current(Waiter *wt, PublishFn publish, void *arg, uint64_t deadline, bool cancelable) {
+    Worker *w = current_worker();
+    SwitchMsg m;
+    m.kind = SwitchMsg::kPublish;
+    m.waiter = wt;
+    m.publish = publish;
+    m.arg = arg;
+    m.deadline = deadline;
+    m.cancelable = cancelable;
+    switch_to(w, find_work(w), &m);
+}
+
+int yield_current() {
+    Worker *w = current_worker();
+    Task *next = find_work(w);
+    if (!next) return 0;  // nothing else is runnable here
+    SwitchMsg m;
+    m.kind = SwitchMsg::kReschedule;
+    switch_to(w, next, &m);
+    return 0;
+}
+
+void migrate_current(Worker *to) {
+    Worker *w = current_worker();
+    if (w == to) return;
+    SwitchMsg m;
+    m.kind = SwitchMsg::kMigrate;
+    m.target = to;
+    switch_to(w, find_work(w), &m);
+}
+
+[[noreturn]] void exit_fiber() {
+    Worker *w = current_worker();
+    SwitchMsg m;
+    m.kind = SwitchMsg::kRecycle;
+    switch_to(w, find_work(w), &m);
+    __builtin_unreachable();
+}
+
+void run_from_idle(Worker *w, Task *t) {
+    SwitchMsg m;
+    switch_to(w, t, &m);
+}
+
+void poll_worker(Worker *w, uint64_t deadline) {
+    int n = w->poller.wait(w->events, int(sizeof w->events / sizeof w->events[0]), deadline);
+    w->last_poll = now_ns();
+    if (n > 0) dispatch_events(w, n);
+}
+
+// Worker 0's idle context starts here (other workers run idle_loop on their
+// thread's own stack).
+void idle_entry(void *msg, void *arg) {
+    after_switch(static_cast<SwitchMsg *>(msg));
+    idle_loop(static_cast<Worker *>(arg));
+    // idle_loop returns only once the runtime is exiting, and worker 0's idle
+    // context is suspended for good before that (the main fiber runs destroy
+    // on worker 0's thread).
+    __builtin_trap();
+}
+
+}  // namespace kio

@@ -1,0 +1,120 @@
+#include "stack.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <new>
+
+#include "sanitizer.h"
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
+namespace kio {
+
+namespace {
+constexpr size_t kRegionMin = size_t(4) << 20;   // first region: 4 MiB
+constexpr size_t kRegionMax = size_t(256) << 20;  // regions grow up to 256 MiB
+}  // namespace
+
+size_t StackPool::page_size() {
+    static const size_t ps = size_t(sysconf(_SC_PAGESIZE));
+    return ps;
+}
+
+StackPool::StackPool(size_t default_size) : default_size_(default_size) {}
+
+StackPool::~StackPool() {
+    for (Region *r = regions_; r;) {
+        Region *next = r->next;
+        munmap(r->base, r->len);
+        delete r;
+        r = next;
+    }
+}
+
+// Carves size usable bytes plus a guard page from the newest region, reserving
+// a new region when it is full. The tail end of a full region is abandoned
+// (at most one stack's worth).
+bool StackPool::carve(size_t size, Stack *out) {
+    const size_t ps = page_size();
+    const size_t need = size + ps;
+    Region *r = regions_;
+    if (!r || r->len - r->used < need) {
+        size_t len = r ? r->len * 2 : kRegionMin;
+        if (len > kRegionMax) len = kRegionMax;
+        if (len < need) len = need;
+        void *mem = mmap(nullptr, len, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (mem == MAP_FAILED) return false;
+        Region *nr = new (std::nothrow) Region{regions_, static_cast<char *>(mem), len, 0};
+        if (!nr) {
+            munmap(mem, len);
+            return false;
+        }
+        regions_ = r = nr;
+        reserved_.fetch_add(len, std::memory_order_relaxed);
+    }
+    char *guard = r->base + r->used;
+    r->used += need;
+    if (madvise(guard, ps, MADV_GUARD_INSTALL) != 0 && mprotect(guard, ps, PROT_NONE) != 0)
+        unguarded_.fetch_add(1, std::memory_order_relaxed);
+    out->base = guard + ps;
+    out->size = size;
+    (void)KIO_VALGRIND_STACK_REGISTER(out->base, out->size);
+    created_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+}
+
+bool StackPool::alloc(size_t size, Stack *out) {
+    std::lock_guard<std::mutex> g(lock_);
+    FreeStack **list = size == default_size_ ? &free_default_ : &free_other_;
+    for (FreeStack **p = list; *p; p = &(*p)->next) {
+        if ((*p)->size == size) {
+            FreeStack *f = *p;
+            *p = f->next;
+            out->size = size;
+            out->base = reinterpret_cast<char *>(f + 1) - size;
+            return true;
+        }
+    }
+    return carve(size, out);
+}
+
+// A free stack stores its list link in its own top bytes: no bookkeeping
+// allocation, and the page is already touched.
+void StackPool::push_free_locked(const Stack &s) {
+    auto *f = reinterpret_cast<FreeStack *>(static_cast<char *>(s.top()) - sizeof(FreeStack));
+    f->size = s.size;
+    FreeStack **list = s.size == default_size_ ? &free_default_ : &free_other_;
+    f->next = *list;
+    *list = f;
+}
+
+void StackPool::free(const Stack &s) {
+    std::lock_guard<std::mutex> g(lock_);
+    push_free_locked(s);
+}
+
+size_t StackPool::alloc_batch(Stack *out, size_t n) {
+    std::lock_guard<std::mutex> g(lock_);
+    size_t i = 0;
+    for (; i < n && free_default_; i++) {
+        FreeStack *f = free_default_;
+        free_default_ = f->next;
+        out[i].size = default_size_;
+        out[i].base = reinterpret_cast<char *>(f + 1) - default_size_;
+    }
+    for (; i < n; i++)
+        if (!carve(default_size_, &out[i])) break;
+    return i;
+}
+
+void StackPool::free_batch(const Stack *s, size_t n) {
+    std::lock_guard<std::mutex> g(lock_);
+    for (size_t i = 0; i < n; i++) push_free_locked(s[i]);
+}
+
+}  // namespace kio

@@ -1,0 +1,49 @@
+// Internal views of the public kio_mutex / kio_cond storage.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "../include/kio.h"
+#include "util.h"
+#include "wait.h"
+
+namespace kio {
+
+// kio_mutex: state bits, the owner's identity, and a FIFO of waiters guarded
+// by a lock bit in `state`.
+//
+//   kLocked   held by `owner`
+//   kQueued   the waiter list is non-empty (it may hold only nodes already
+//             claimed by a canceler; unclaimed waiters imply kLocked, because
+//             unlock hands ownership to the first of them)
+//   kQLock    the waiter list is being edited; while it is set only the
+//             holder changes `state` (every other update is a CAS that
+//             expects the bit clear)
+struct MutexImpl {
+    static constexpr uintptr_t kLocked = 1, kQueued = 2, kQLock = 4;
+    std::atomic<uintptr_t> state;
+    std::atomic<uintptr_t> owner;
+    WaitList waiters;
+};
+static_assert(sizeof(MutexImpl) == sizeof(kio_mutex), "kio_mutex layout");
+
+struct CondImpl {
+    SpinLock lock;
+    WaitList waiters;
+};
+static_assert(sizeof(CondImpl) == sizeof(kio_cond), "kio_cond layout");
+
+inline MutexImpl *impl(kio_mutex *m) { return reinterpret_cast<MutexImpl *>(m); }
+inline CondImpl *impl(kio_cond *c) { return reinterpret_cast<CondImpl *>(c); }
+
+// Locks m; cancelable decides whether a cancellation request interrupts.
+int mutex_lock(MutexImpl *m, bool cancelable);
+// Unlocks m on behalf of the party `id` (ignored if id does not own it).
+void mutex_unlock_as(MutexImpl *m, uintptr_t id);
+inline bool mutex_held_by(MutexImpl *m, uintptr_t id) {
+    return (m->state.load(std::memory_order_acquire) & MutexImpl::kLocked) &&
+           m->owner.load(std::memory_order_relaxed) == id;
+}
+
+}  // namespace kio

@@ -1,0 +1,363 @@
+// Tasks through the C API: spawn, await, cancel, detach, select, yield, and
+// the cancellation controls.
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "runtime.h"
+
+namespace kio {
+
+// ---------------------------------------------------------------------------
+// Task slots: per-worker caches in front of the runtime's TaskPool.
+
+namespace {
+
+Task *alloc_task(Runtime *rt) {
+    Worker *w = current_worker();
+    if (w && w->rt == rt) {
+        if (!w->task_cache) w->ntasks = rt->tasks.take(&w->task_cache, 64);
+        Task *t = w->task_cache;
+        if (!t) return nullptr;
+        w->task_cache = t->qnext;
+        w->ntasks--;
+        t->qnext = nullptr;
+        return t;
+    }
+    Task *t = nullptr;
+    rt->tasks.take(&t, 1);
+    return t;
+}
+
+void free_task(Task *t) {
+    Runtime *rt = t->rt;
+    t->magic.store(Task::kMagicFree, std::memory_order_release);
+    Worker *w = current_worker();
+    if (w && w->rt == rt) {
+        t->qnext = w->task_cache;
+        w->task_cache = t;
+        if (++w->ntasks >= Worker::kTaskCache) {
+            // Give the older half back so other threads can use it.
+            Task *keep_tail = w->task_cache;
+            for (size_t i = 1; i < Worker::kTaskCache / 2; i++) keep_tail = keep_tail->qnext;
+            Task *give = keep_tail->qnext, *give_tail = give;
+            size_t n = 1;
+            while (give_tail->qnext) {
+                give_tail = give_tail->qnext;
+                n++;
+            }
+            keep_tail->qnext = nullptr;
+            w->ntasks -= n;
+            rt->tasks.give(give, give_tail, n);
+        }
+        return;
+    }
+    t->qnext = nullptr;
+    rt->tasks.give(t, t, 1);
+}
+
+// Claims the right to wait on / consume a handle: kLive -> kClaimed.
+int claim_handle(Task *t) {
+    uint32_t h = Task::kLive;
+    if (t->handle.compare_exchange_strong(h, Task::kClaimed, std::memory_order_acq_rel)) return 0;
+    return h == Task::kClaimed ? -EBUSY : -EINVAL;
+}
+
+void consume_handle(Task *t, void **result) {
+    if (result) *result = t->result;
+    t->handle.store(Task::kConsumed, std::memory_order_release);
+    release_task(t);
+}
+
+struct TaskWait {
+    Task *task;
+    WaitNode *node;
+};
+
+void publish_task_wait(Waiter *w, void *arg) {
+    auto *a = static_cast<TaskWait *>(arg);
+    LockGuard<SpinLock> g(a->task->lock);
+    if (a->task->state.load(std::memory_order_acquire) == Task::kFinished) claim(w, a->node->value);
+    else a->task->waiters.push_back(a->node);
+}
+
+// Waits until t finishes. 0, or -ECANCELED if cancelable and the caller is canceled.
+int wait_finished(Task *t, bool cancelable) {
+    if (t->state.load(std::memory_order_acquire) == Task::kFinished) return 0;
+    Waiter w;
+    WaitNode n;
+    n.waiter = &w;
+    TaskWait a{t, &n};
+    int r = wait_on(&w, publish_task_wait, &a, 0, cancelable);
+    unlink_if_linked(t->lock, t->waiters, &n);
+    return r;
+}
+
+}  // namespace
+
+void release_task(Task *t) {
+    if (t->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) free_task(t);
+}
+
+void finish_task(Task *t) {
+    Waiter *wake;
+    {
+        LockGuard<SpinLock> g(t->lock);
+        t->state.store(Task::kFinished, std::memory_order_release);
+        wake = claim_all(t->waiters, true, 0);
+    }
+    wake_chain(wake);
+}
+
+void request_cancel(Task *t) {
+    t->cancel_requested.store(true, std::memory_order_seq_cst);
+    Waiter *w = nullptr;
+    {
+        LockGuard<SpinLock> g(t->lock);
+        if (t->cur_wait && !t->shielded.load(std::memory_order_relaxed) &&
+            claim(t->cur_wait, -ECANCELED) == Claim::kWake)
+            w = t->cur_wait;
+    }
+    if (w) wake_claimed(w);
+}
+
+void cancel_all(Runtime *rt) {
+    rt->tasks.for_each([](Task *t) {
+        if (t->magic.load(std::memory_order_seq_cst) == Task::kMagicLive &&
+            t->state.load(std::memory_order_acquire) != Task::kFinished)
+            request_cancel(t);
+    });
+}
+
+}  // namespace kio
+
+using namespace kio;
+
+// ---------------------------------------------------------------------------
+// C API
+
+KIO_EXPORT void kio_spawn_options_init(kio_spawn_options *opts) noexcept {
+    if (!opts) return;
+    std::memset(opts, 0, sizeof *opts);
+    opts->size = sizeof *opts;
+}
+
+KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_spawn_options *opts,
+                            kio_task **out) noexcept {
+    if (opts && opts->size < sizeof(kio_spawn_options)) return -EINVAL;
+    auto fail = [&](int err) {
+        if (opts && opts->arg_destructor) opts->arg_destructor(arg);
+        return err;
+    };
+    if (!fn || !out) return fail(-EINVAL);
+    Runtime *rt;
+    if (rth) {
+        if (!(rt = runtime_of(rth))) return fail(-EINVAL);
+    } else {
+        Worker *w = current_worker();
+        if (!w) return fail(-EPERM);
+        rt = w->rt;
+    }
+    size_t stack_size = 0;
+    if (opts && opts->stack_size) {
+        if (opts->stack_size < kMinStackSize) return fail(-EINVAL);
+        size_t ps = StackPool::page_size();
+        stack_size = (opts->stack_size + ps - 1) / ps * ps;
+        if (stack_size == rt->default_stack()) stack_size = 0;
+    }
+    Task *self = current_task();
+    bool inside = self && self->rt == rt;
+    if (rt->shutting_down.load(std::memory_order_acquire) && !inside) return fail(-ECANCELED);
+    Task *t = alloc_task(rt);
+    if (!t) return fail(-ENOMEM);
+
+    t->gen.fetch_add(1, std::memory_order_relaxed);
+    t->id = rt->next_id.fetch_add(1, std::memory_order_relaxed);
+    t->rt = rt;
+    t->fn = fn;
+    t->arg = arg;
+    t->result = nullptr;
+    t->sp = nullptr;
+    t->stack = Stack{};
+    t->stack_size = stack_size;
+    t->home = nullptr;
+    t->pinned = opts && opts->pinned;
+    t->qnext = nullptr;
+    t->state.store(Task::kNew, std::memory_order_relaxed);
+    t->handle.store(Task::kLive, std::memory_order_relaxed);
+    t->refs.store(2, std::memory_order_relaxed);
+    t->cancel_requested.store(false, std::memory_order_relaxed);
+    t->shielded.store(false, std::memory_order_relaxed);
+    t->waiters = WaitList{};
+    t->cur_wait = nullptr;
+    t->name[0] = 0;
+    if (opts && opts->name) {
+        std::strncpy(t->name, opts->name, sizeof t->name - 1);
+        t->name[sizeof t->name - 1] = 0;
+    }
+    t->san = FiberSan{};
+    rt->live.fetch_add(1, std::memory_order_relaxed);
+    // Pairs with kio_runtime_destroy: it sets shutting_down, then scans for
+    // live tasks; a task it cannot have seen starts canceled.
+    t->magic.store(Task::kMagicLive, std::memory_order_seq_cst);
+    if (rt->shutting_down.load(std::memory_order_seq_cst))
+        t->cancel_requested.store(true, std::memory_order_relaxed);
+    *out = to_handle(t);
+    submit_new(rt, t);
+    return 0;
+}
+
+KIO_EXPORT int kio_spawn(kio_runtime *rt, kio_fn fn, void *arg, kio_task **out) noexcept {
+    return kio_spawn_ex(rt, fn, arg, nullptr, out);
+}
+
+KIO_EXPORT int kio_await(kio_task *h, void **result) noexcept {
+    Task *t = from_handle(h);
+    if (!t) return -EINVAL;
+    Task *self = current_task();
+    if (t == self) return -EDEADLK;
+    if (int e = claim_handle(t)) return e;
+    int r = (self && self->cancel_pending()) ? -ECANCELED : wait_finished(t, true);
+    if (r) {
+        t->handle.store(Task::kLive, std::memory_order_release);
+        return r;
+    }
+    consume_handle(t, result);
+    return 0;
+}
+
+KIO_EXPORT int kio_cancel(kio_task *h, void **result) noexcept {
+    Task *t = from_handle(h);
+    if (!t) return -EINVAL;
+    if (t == current_task()) return -EDEADLK;
+    if (int e = claim_handle(t)) return e;
+    request_cancel(t);
+    wait_finished(t, false);
+    consume_handle(t, result);
+    return 0;
+}
+
+KIO_EXPORT int kio_detach(kio_task *h) noexcept {
+    Task *t = from_handle(h);
+    if (!t) return -EINVAL;
+    uint32_t s = Task::kLive;
+    if (!t->handle.compare_exchange_strong(s, Task::kDetached, std::memory_order_acq_rel))
+        return s == Task::kClaimed ? -EBUSY : -EINVAL;
+    release_task(t);
+    return 0;
+}
+
+namespace {
+
+struct SelectWait {
+    Task **tasks;
+    WaitNode *nodes;
+    size_t count;
+};
+
+void publish_select(Waiter *w, void *arg) {
+    auto *a = static_cast<SelectWait *>(arg);
+    for (size_t i = 0; i < a->count; i++) {
+        Task *t = a->tasks[i];
+        LockGuard<SpinLock> g(t->lock);
+        if (t->state.load(std::memory_order_acquire) == Task::kFinished) {
+            claim(w, int(i));
+            break;  // decided: the rest need no registration
+        }
+        t->waiters.push_back(&a->nodes[i]);
+    }
+}
+
+bool lowest_finished(Task **tasks, size_t count, size_t *index) {
+    for (size_t i = 0; i < count; i++)
+        if (tasks[i]->state.load(std::memory_order_acquire) == Task::kFinished) {
+            *index = i;
+            return true;
+        }
+    return false;
+}
+
+}  // namespace
+
+KIO_EXPORT int kio_select(kio_task *const *handles, size_t count, size_t *index) noexcept {
+    if (!handles || !count || !index || count > (size_t(1) << 30)) return -EINVAL;
+    constexpr size_t kInline = 16;
+    Task *tasks_inline[kInline];
+    WaitNode nodes_inline[kInline];
+    Task **tasks = tasks_inline;
+    WaitNode *nodes = nodes_inline;
+    if (count > kInline) {
+        tasks = static_cast<Task **>(std::malloc(count * sizeof(Task *)));
+        nodes = static_cast<WaitNode *>(std::malloc(count * sizeof(WaitNode)));
+        if (!tasks || !nodes) {
+            std::free(tasks);
+            std::free(nodes);
+            return -ENOMEM;
+        }
+        for (size_t i = 0; i < count; i++) new (&nodes[i]) WaitNode;
+    }
+    int r = 0;
+    Task *self = current_task();
+    for (size_t i = 0; i < count && !r; i++) {
+        tasks[i] = from_handle(handles[i]);
+        if (!tasks[i] || tasks[i]->handle.load(std::memory_order_acquire) == Task::kDetached ||
+            tasks[i]->handle.load(std::memory_order_acquire) == Task::kConsumed)
+            r = -EINVAL;
+        else if (tasks[i] == self)
+            r = -EDEADLK;
+    }
+    if (!r && !lowest_finished(tasks, count, index)) {
+        if (self && self->cancel_pending()) {
+            r = -ECANCELED;
+        } else {
+            Waiter w;
+            for (size_t i = 0; i < count; i++) {
+                nodes[i].waiter = &w;
+                nodes[i].value = int(i);
+            }
+            SelectWait a{tasks, nodes, count};
+            r = wait_on(&w, publish_select, &a, 0, true);
+            for (size_t i = 0; i < count; i++) unlink_if_linked(tasks[i]->lock, tasks[i]->waiters, &nodes[i]);
+            if (r >= 0) {
+                lowest_finished(tasks, count, index);
+                r = 0;
+            }
+        }
+    }
+    if (count > kInline) {
+        std::free(tasks);
+        std::free(nodes);
+    }
+    return r;
+}
+
+KIO_EXPORT int kio_yield(void) noexcept {
+    Task *self = current_task();
+    if (!self) return -EPERM;
+    yield_current();
+    return self->cancel_pending() ? -ECANCELED : 0;
+}
+
+KIO_EXPORT uint64_t kio_task_id(void) noexcept {
+    Task *t = current_task();
+    return t ? t->id : 0;
+}
+
+KIO_EXPORT int kio_cancel_shield(int enable) noexcept {
+    Task *t = current_task();
+    if (!t) return -EPERM;
+    return t->shielded.exchange(enable != 0, std::memory_order_seq_cst) ? 1 : 0;
+}
+
+KIO_EXPORT int kio_check_cancel(void) noexcept {
+    Task *t = current_task();
+    return t && t->cancel_pending() ? -ECANCELED : 0;
+}
+
+KIO_EXPORT int kio_cancel_self(void) noexcept {
+    Task *t = current_task();
+    if (!t) return -EPERM;
+    t->cancel_requested.store(true, std::memory_order_seq_cst);
+    return 0;
+}

@@ -1,0 +1,132 @@
+// Tasks: a function, its fiber (stack + saved context, given at first run and
+// taken back at exit) and its handle.
+//
+//   state      kNew --(first run)--> kRunning --(fn returned)--> kFinished
+//   handle     kLive --(await/cancel begins)--> kClaimed --(returns 0)--> kConsumed
+//              kClaimed --(awaiter canceled)--> kLive
+//              kLive --(detach)--> kDetached
+//   refs       one for the handle (dropped when consumed or detached), one for
+//              the fiber (dropped after it switched away for the last time);
+//              the last drop returns the Task to its pool.
+//
+// Handles given to users are the Task address with the low bits of `gen` in
+// the alignment bits, so a stale handle is detected (-EINVAL) unless the slot
+// was reused exactly 64 generations later.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+
+#include "../include/kio.h"
+#include "sanitizer.h"
+#include "stack.h"
+#include "util.h"
+#include "wait.h"
+
+namespace kio {
+
+struct Runtime;
+struct Worker;
+
+struct alignas(64) Task {
+    static constexpr uint32_t kMagicLive = 0x6b696f54;  // "kioT"
+    static constexpr uint32_t kMagicFree = 0x64656164;
+    enum : uint8_t { kNew, kRunning, kFinished };
+    enum : uint32_t { kLive, kClaimed, kDetached, kConsumed };
+
+    // Identity.
+    std::atomic<uint32_t> magic{kMagicFree};
+    std::atomic<uint32_t> gen{0};
+    uint64_t id = 0;
+    Runtime *rt = nullptr;
+
+    // Body.
+    kio_fn fn = nullptr;
+    void *arg = nullptr;
+    void *result = nullptr;
+
+    // Execution. sp is the saved context while suspended (nullptr before the
+    // first run); stack is empty for the main fiber (it runs on its thread's).
+    void *sp = nullptr;
+    Stack stack;
+    size_t stack_size = 0;
+    Worker *home = nullptr;  // pinned tasks: the only worker that may run it
+    bool pinned = false;
+    Task *qnext = nullptr;   // link in injection / inbox lists
+
+    // Lifecycle.
+    std::atomic<uint8_t> state{kNew};
+    std::atomic<uint32_t> handle{kLive};
+    std::atomic<uint32_t> refs{0};
+
+    // Cancellation and waits. `lock` guards `waiters` (parties waiting for this
+    // task to finish) and `cur_wait` (the wait this task is parked in, for the
+    // canceler).
+    std::atomic<bool> cancel_requested{false};
+    std::atomic<bool> shielded{false};
+    SpinLock lock;
+    WaitList waiters;
+    Waiter *cur_wait = nullptr;
+
+    char name[32] = {0};
+    FiberSan san;
+
+    bool cancel_pending() const {
+        return cancel_requested.load(std::memory_order_acquire) &&
+               !shielded.load(std::memory_order_relaxed);
+    }
+};
+
+constexpr uintptr_t kHandleGenMask = alignof(Task) - 1;
+
+inline kio_task *to_handle(Task *t) {
+    return reinterpret_cast<kio_task *>(reinterpret_cast<uintptr_t>(t) |
+                                        (t->gen.load(std::memory_order_relaxed) & kHandleGenMask));
+}
+
+// Slab allocator for tasks. Memory stays mapped until the pool is destroyed, so
+// a stale handle can always be read and rejected, and destroy can walk every
+// task ever allocated.
+class TaskPool {
+  public:
+    TaskPool() = default;
+    ~TaskPool();
+    TaskPool(const TaskPool &) = delete;
+    TaskPool &operator=(const TaskPool &) = delete;
+
+    // Moves up to n free tasks into out (a linked list through qnext);
+    // allocates a slab when the free list is empty. Returns the count.
+    size_t take(Task **out, size_t n);
+    // Returns a list of tasks (linked through qnext) to the pool.
+    void give(Task *head, Task *tail, size_t n);
+    // Calls f(task) for every task slot (live or free) under the pool lock.
+    template <class F>
+    void for_each(F f) {
+        std::lock_guard<std::mutex> g(lock_);
+        for (Slab *s = slabs_; s; s = s->next)
+            for (size_t i = 0; i < kSlabTasks; i++) f(&s->tasks[i]);
+    }
+
+  private:
+    static constexpr size_t kSlabTasks = 128;
+    struct Slab {
+        Slab *next;
+        Task tasks[kSlabTasks];
+    };
+    std::mutex lock_;
+    Slab *slabs_ = nullptr;
+    Task *free_ = nullptr;
+};
+
+// Decodes and validates a user handle; nullptr if it is not a live task.
+inline Task *from_handle(kio_task *h) {
+    uintptr_t v = reinterpret_cast<uintptr_t>(h);
+    auto *t = reinterpret_cast<Task *>(v & ~kHandleGenMask);
+    if (!t) return nullptr;
+    if (t->magic.load(std::memory_order_acquire) != Task::kMagicLive) return nullptr;
+    if ((t->gen.load(std::memory_order_relaxed) & kHandleGenMask) != (v & kHandleGenMask)) return nullptr;
+    return t;
+}
+
+}  // namespace kio

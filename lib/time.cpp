@@ -1,0 +1,52 @@
+// Time: the monotonic clock and sleeping. A sleeping fiber parks with a timer
+// on its worker's heap (see timer.h); a plain thread sleeps in the kernel.
+#include <sched.h>
+
+#include <cerrno>
+#include <ctime>
+
+#include "runtime.h"
+
+using namespace kio;
+
+namespace {
+
+void publish_nothing(Waiter *, void *) {}  // the deadline is the only source
+
+void thread_sleep_until(uint64_t deadline) {
+    timespec ts;
+    ts.tv_sec = time_t(deadline / 1000000000u);
+    ts.tv_nsec = long(deadline % 1000000000u);
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+    }
+}
+
+}  // namespace
+
+KIO_EXPORT uint64_t kio_now(void) noexcept { return now_ns(); }
+
+KIO_EXPORT int kio_sleep_until(uint64_t deadline) noexcept {
+    Task *self = current_task();
+    if (!self) {
+        if (deadline > now_ns()) thread_sleep_until(deadline);
+        return 0;
+    }
+    if (self->cancel_pending()) return -ECANCELED;
+    if (deadline <= now_ns()) return 0;
+    Waiter w;
+    int r = wait_on(&w, publish_nothing, nullptr, deadline, true);
+    return r == -ETIMEDOUT ? 0 : r;
+}
+
+KIO_EXPORT int kio_sleep(uint64_t ns) noexcept {
+    if (ns == 0) {
+        if (!current_task()) {
+            sched_yield();
+            return 0;
+        }
+        return kio_yield();
+    }
+    uint64_t now = now_ns();
+    uint64_t deadline = ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
+    return kio_sleep_until(deadline);
+}

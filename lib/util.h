@@ -1,0 +1,62 @@
+// Small shared helpers: branch hints, cache-line size, the pause instruction,
+// the monotonic clock and a test-and-test-and-set spinlock.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <ctime>
+
+#define KIO_LIKELY(x) __builtin_expect(!!(x), 1)
+#define KIO_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define KIO_NOINLINE __attribute__((noinline))
+#define KIO_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace kio {
+
+constexpr size_t kCacheLine = 64;
+
+inline void cpu_relax() {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield" ::: "memory");
+#endif
+}
+
+// CLOCK_MONOTONIC in nanoseconds (vDSO on Linux: no system call).
+inline uint64_t now_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+}
+
+// A spinlock for short critical sections that never park (queue links, heap
+// edits). Test-and-test-and-set keeps waiters off the line while it is held.
+class SpinLock {
+  public:
+    void lock() {
+        while (locked_.exchange(true, std::memory_order_acquire)) {
+            while (locked_.load(std::memory_order_relaxed)) cpu_relax();
+        }
+    }
+    bool try_lock() { return !locked_.exchange(true, std::memory_order_acquire); }
+    void unlock() { locked_.store(false, std::memory_order_release); }
+
+  private:
+    std::atomic<bool> locked_{false};
+};
+
+template <class L>
+class LockGuard {
+  public:
+    explicit LockGuard(L &l) : l_(l) { l_.lock(); }
+    ~LockGuard() { l_.unlock(); }
+    LockGuard(const LockGuard &) = delete;
+    LockGuard &operator=(const LockGuard &) = delete;
+
+  private:
+    L &l_;
+};
+
+}  // namespace kio

@@ -1,0 +1,95 @@
+#include "wait.h"
+
+#include <cerrno>
+
+#include "parker.h"
+#include "runtime.h"
+
+namespace kio {
+
+namespace {
+// A per-thread token: its address identifies a plain thread as a mutex owner.
+thread_local char tls_thread_token;
+}  // namespace
+
+uintptr_t self_owner_id() {
+    if (Task *t = current_task()) return reinterpret_cast<uintptr_t>(t);
+    return reinterpret_cast<uintptr_t>(&tls_thread_token);
+}
+
+void wake_claimed(Waiter *w) {
+    if (Task *t = w->task) {
+        ready(t);
+        return;
+    }
+    w->futex.store(1, std::memory_order_release);
+    futex_wake_all(&w->futex);
+}
+
+Waiter *pop_and_claim(WaitList &list, int result) {
+    while (WaitNode *n = list.head) {
+        Waiter *w = n->waiter;
+        Claim c = claim(w, result);
+        list.remove(n);  // last access to n
+        if (c == Claim::kLost) continue;
+        return c == Claim::kWake ? w : nullptr;
+    }
+    return nullptr;
+}
+
+Waiter *claim_all(WaitList &list, bool use_node_value, int result) {
+    Waiter *head = nullptr, **tail = &head;  // FIFO: wake in queue order
+    while (WaitNode *n = list.head) {
+        Waiter *w = n->waiter;
+        Claim c = claim(w, use_node_value ? n->value : result);
+        list.remove(n);
+        if (c == Claim::kWake) {
+            w->wake_next = nullptr;  // safe: w cannot leave before we wake it
+            *tail = w;
+            tail = &w->wake_next;
+        }
+    }
+    return head;
+}
+
+namespace {
+
+// Detaches w from the timer heap and the canceler once the party runs again.
+void disarm(Waiter *w) {
+    if (TimerHeap *h = w->timer.heap.load(std::memory_order_acquire)) h->remove(&w->timer);
+    if (w->cancel_armed) {
+        LockGuard<SpinLock> g(w->task->lock);
+        w->task->cur_wait = nullptr;
+    }
+}
+
+int wait_thread(Waiter *w, PublishFn publish, void *arg, uint64_t deadline) {
+    w->task = nullptr;
+    publish(w, arg);
+    uint64_t s = Waiter::kPublishing;
+    if (!w->state.compare_exchange_strong(s, Waiter::kWaiting, std::memory_order_acq_rel,
+                                          std::memory_order_acquire))
+        return w->result();  // claimed while publishing
+    while (w->futex.load(std::memory_order_acquire) == 0) {
+        if (deadline && now_ns() >= deadline) {
+            if (claim(w, -ETIMEDOUT) != Claim::kLost) break;
+            deadline = 0;  // someone claimed first: wait for their wake
+            continue;
+        }
+        futex_wait(&w->futex, 0, deadline);
+    }
+    return w->result();
+}
+
+}  // namespace
+
+int wait_on(Waiter *w, PublishFn publish, void *arg, uint64_t deadline, bool cancelable) {
+    Task *self = current_task();
+    if (!self) return wait_thread(w, publish, arg, deadline);
+    w->task = self;
+    park_current(w, publish, arg, deadline, cancelable);
+    disarm(w);
+    return w->result();
+}
+
+}  // namespace kio

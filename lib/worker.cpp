@@ -1,0 +1,130 @@
+// A worker's idle context: what a worker thread does when no fiber is ready.
+// Look for work, spin briefly (a cross-thread wakeup costs far more than a few
+// microseconds of polling), then sleep in the poller until a doorbell, I/O
+// readiness or the earliest timer.
+#include <cerrno>
+
+#include "runtime.h"
+
+namespace kio {
+
+namespace {
+
+constexpr uint64_t kSpinNs = 50 * 1000;       // how long an idle worker keeps looking
+constexpr uint64_t kSpinPollNs = 20 * 1000;   // how often a spinner polls its poller
+
+// Work that another worker (or this one) could run: seen after announcing
+// sleep, it cancels the sleep. Pairs with notify(): either the producer sees
+// us sleeping, or we see its work.
+bool work_visible(Runtime *rt) {
+    if (!rt->inject.empty()) return true;
+    unsigned n = rt->nstarted.load(std::memory_order_acquire);
+    for (unsigned i = 0; i < n; i++)
+        if (rt->workers[i].has_local_work()) return true;
+    return false;
+}
+
+// When to wake up: this worker's earliest timer, or another worker's plus a
+// grace period (covering for a worker stuck in a fiber that never yields).
+uint64_t sleep_deadline(Worker *w) {
+    Runtime *rt = w->rt;
+    uint64_t d = w->timers.next_deadline();
+    unsigned n = rt->nstarted.load(std::memory_order_acquire);
+    for (unsigned i = 0; i < n; i++) {
+        Worker *v = &rt->workers[i];
+        uint64_t vd = v->timers.next_deadline();
+        if (v != w && vd != UINT64_MAX && vd + kBackupGrace < d) d = vd + kBackupGrace;
+    }
+    return d;
+}
+
+void fire_all_due(Worker *w) {
+    Runtime *rt = w->rt;
+    uint64_t now = now_ns();
+    unsigned n = rt->nstarted.load(std::memory_order_acquire);
+    for (unsigned i = 0; i < n; i++) {
+        Worker *v = &rt->workers[i];
+        uint64_t vd = v->timers.next_deadline();
+        if (vd == UINT64_MAX) continue;
+        if (v == w ? vd <= now : vd + kBackupGrace <= now) v->timers.fire_expired(now);
+    }
+}
+
+// Looks for work for up to kSpinNs. At most half the workers spin at once.
+Task *spin(Worker *w) {
+    Runtime *rt = w->rt;
+    int limit = int(rt->nstarted.load(std::memory_order_relaxed) / 2);
+    if (limit < 1) limit = 1;
+    if (rt->nspinning.load(std::memory_order_relaxed) >= limit) return nullptr;
+    rt->nspinning.fetch_add(1, std::memory_order_seq_cst);
+    uint64_t start = now_ns(), polled = start;
+    Task *t = nullptr;
+    for (;;) {
+        for (int i = 0; i < 32; i++) cpu_relax();
+        if ((t = find_work(w))) break;
+        uint64_t now = now_ns();
+        if (now - start >= kSpinNs) break;
+        if (now - polled >= kSpinPollNs) {
+            polled = now;
+            poll_worker(w, 0);
+        }
+    }
+    // The last spinner to find work wakes a sleeper if more work is waiting,
+    // since producers skip the doorbell while someone spins.
+    if (rt->nspinning.fetch_sub(1, std::memory_order_seq_cst) == 1 && t && work_visible(rt))
+        notify(rt);
+    return t;
+}
+
+void sleep(Worker *w) {
+    Runtime *rt = w->rt;
+    uint64_t deadline = sleep_deadline(w);
+    w->sleep_until.store(deadline, std::memory_order_seq_cst);
+    w->sleep_state.store(Worker::kSleeping, std::memory_order_seq_cst);
+    rt->nsleeping.fetch_add(1, std::memory_order_seq_cst);
+    if (!work_visible(rt) && !rt->exiting.load(std::memory_order_seq_cst)) poll_worker(w, deadline);
+    rt->nsleeping.fetch_sub(1, std::memory_order_seq_cst);
+    w->sleep_state.store(Worker::kAwake, std::memory_order_seq_cst);
+    w->sleep_until.store(UINT64_MAX, std::memory_order_relaxed);
+    fire_all_due(w);
+}
+
+void *worker_main(void *arg) {
+    auto *w = static_cast<Worker *>(arg);
+    set_current_worker(w);
+    san_adopt_current(&w->idle_san);
+    idle_loop(w);
+    set_current_worker(nullptr);
+    return nullptr;
+}
+
+}  // namespace
+
+void idle_loop(Worker *w) {
+    Runtime *rt = w->rt;
+    for (;;) {
+        Task *t = find_work(w);
+        if (!t) t = spin(w);
+        if (t) {
+            run_from_idle(w, t);
+            continue;
+        }
+        if (rt->exiting.load(std::memory_order_acquire)) return;
+        sleep(w);
+    }
+}
+
+int start_worker(Runtime *rt) {
+    std::unique_lock<std::mutex> lk(rt->start_lock, std::try_to_lock);
+    if (!lk.owns_lock()) return 0;  // someone else is starting one
+    unsigned n = rt->nstarted.load(std::memory_order_relaxed);
+    if (n >= rt->nthreads || rt->exiting.load(std::memory_order_relaxed)) return 0;
+    Worker *w = &rt->workers[n];
+    int e = pthread_create(&w->thread, nullptr, worker_main, w);
+    if (e) return -e;
+    w->has_thread = true;
+    rt->nstarted.store(n + 1, std::memory_order_release);
+    return 0;
+}
+
+}  // namespace kio

@@ -1,0 +1,78 @@
+// Workers: the OS threads that run fibers. Each owns run queues, a timer heap,
+// a poller, and caches of stacks and task slots.
+//
+// Fibers switch directly to one another; a worker's own "idle context" (its
+// thread's stack, or an allocated stack for worker 0, whose thread stack is the
+// main fiber's) runs only when there is nothing to run: it spins briefly, then
+// sleeps in the poller until a doorbell, an I/O readiness or a timer.
+//
+//   sleep_state   kAwake --(about to block)--> kSleeping --(a producer claims
+//                 the right to ring it)--> kNotified --(woke up)--> kAwake
+//                 kSleeping --(woke up on its own)--> kAwake
+//   Only the producer that moves kSleeping -> kNotified rings the doorbell, so
+//   a sleeping worker is rung at most once per sleep.
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "poller.h"
+#include "runqueue.h"
+#include "sanitizer.h"
+#include "stack.h"
+#include "task.h"
+#include "timer.h"
+
+namespace kio {
+
+struct Runtime;
+
+struct alignas(kCacheLine) Worker {
+    enum : uint32_t { kAwake, kSleeping, kNotified };
+    static constexpr size_t kStackCache = 16;
+    static constexpr size_t kTaskCache = 256;
+
+    Runtime *rt = nullptr;
+    unsigned index = 0;
+
+    // Owner thread only.
+    Task *current = nullptr;  // running fiber; nullptr while the idle context runs
+    void *idle_sp = nullptr;  // saved idle context
+    FiberSan idle_san;
+    Stack idle_stack;         // worker 0 only
+    uint32_t tick = 0;
+    uint32_t rng = 1;
+    uint64_t last_poll = 0;
+    Stack stacks[kStackCache];
+    size_t nstacks = 0;
+    Task *task_cache = nullptr;
+    size_t ntasks = 0;
+    PollEvent events[64];
+
+    // Shared with other threads.
+    Deque spawned;            // new children, newest first
+    Ring ready;               // woken and yielding fibers, FIFO
+    TaskQueue inbox;          // pinned fibers of this worker, migrations
+    TimerHeap timers;
+    Poller poller;
+    std::atomic<uint32_t> sleep_state{kAwake};
+    std::atomic<uint64_t> sleep_until{UINT64_MAX};
+    pthread_t thread{};
+    bool has_thread = false;
+
+    bool has_local_work() const {
+        return spawned.size() > 0 || ready.size() > 0 || !inbox.empty();
+    }
+};
+
+// The worker the calling thread belongs to, or nullptr. Never inlined, so the
+// thread pointer is re-read at every call: a fiber may resume on another
+// thread after any switch, and compilers cache TLS addresses within a function.
+Worker *current_worker();
+void set_current_worker(Worker *w);
+// The calling fiber's task (nullptr on plain threads and idle contexts).
+Task *current_task();
+
+}  // namespace kio
