@@ -74,7 +74,9 @@ KIO_FUNC_BEGIN(kio_ctx_switch)
     .cfi_restore x29
     .cfi_restore x30
     mov x0, x2
-    ret
+    /* An indirect branch, not `ret`: the link register belongs to the other
+     * context's call, so the return-stack predictor would miss every time. */
+    br x30
     .cfi_endproc
 KIO_FUNC_END(kio_ctx_switch)
 

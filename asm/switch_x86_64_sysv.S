@@ -2,8 +2,9 @@
  *
  *   void *kio_ctx_switch(void **save_sp, void *load_sp, void *msg);
  *
- * Saves what the ABI obliges a callee to preserve (rbx, rbp, r12-r15, the
- * MXCSR control bits and the x87 control word) on the current stack, stores
+ * Saves what the ABI obliges a callee to preserve (rbx, rbp, r12-r15, MXCSR
+ * (control bits, and with them the status flags, so each context keeps its
+ * own) and the x87 control word) on the current stack, stores
  * the stack pointer in *save_sp, switches to load_sp, restores the same set
  * from there and returns msg to whoever suspended on that stack. Because the
  * saved block has one layout on every stack, the CFI below stays true after
@@ -66,8 +67,14 @@ KIO_FUNC_BEGIN(kio_ctx_switch)
     popq %rbp
     .cfi_adjust_cfa_offset -8
     .cfi_restore rbp
+    /* Return with an indirect jump, not `ret`: the return address belongs to
+     * the other context's call, so the return-stack predictor would miss on
+     * every switch (Boost.Context ends the same way). */
+    popq %rcx
+    .cfi_adjust_cfa_offset -8
+    .cfi_register rip, rcx
     movq %rdx, %rax
-    ret
+    jmpq *%rcx
     .cfi_endproc
 KIO_FUNC_END(kio_ctx_switch)
 

@@ -31,7 +31,7 @@ void publish_cond_wait(Waiter *w, void *arg) {
 }
 
 int cond_wait(CondImpl *c, MutexImpl *m, uint64_t deadline, bool has_deadline) {
-    uintptr_t me = self_owner_id();
+    uintptr_t me = caller_owner_id();
     if (!mutex_held_by(m, me)) return -EPERM;
     Task *self = current_task();
     if (self && self->cancel_pending()) return -ECANCELED;

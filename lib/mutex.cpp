@@ -1,9 +1,21 @@
-// kio_mutex: fiber-aware, usable from plain threads, FIFO hand-off.
+// kio_mutex: fiber-aware, usable from plain threads, FIFO waiters.
 //
 // Fast paths are one CAS. A contended locker spins briefly (the holder is
-// probably running on another worker), then waits: its Waiter joins the FIFO
-// and unlock passes ownership straight to the first waiter that can still be
-// claimed, so nobody can overtake a parked waiter.
+// probably running on another worker), then waits in a FIFO queue. Unlock
+// serves the queue in order:
+//   - normally it releases the mutex and wakes the first waiter, which tries
+//     again (a running fiber may have taken the mutex meanwhile; the waiter
+//     then goes back to the front of the queue). Until that waiter has tried
+//     (kWoken), further unlocks wake nobody;
+//   - once a waiter has waited kHandoffAfter, the mutex is starving: unlock
+//     hands ownership straight to the first waiter and newcomers queue behind
+//     instead of barging, until the queue drains.
+// Strict hand-off on every unlock would turn any contention into a convoy:
+// each unlock would give the mutex to a fiber that is not running, and every
+// other locker would park behind it. FIFO wakeups with hand-off after a
+// bounded wait keep waiters in order and bound how long one can be overtaken,
+// while a running fiber keeps the mutex hot (the eventual fairness of Go's
+// sync.Mutex and of parking_lot).
 #include <cerrno>
 
 #include "runtime.h"
@@ -13,119 +25,232 @@ namespace kio {
 
 namespace {
 
-constexpr int kSpinTries = 64;
+using M = MutexImpl;
+// Spinning: a few tries, each after a pause long enough to let a holder on
+// another worker finish a short critical section (as Go's sync.Mutex).
+constexpr int kSpinTries = 4;
+constexpr int kSpinPauses = 30;
+constexpr uint64_t kHandoffAfter = 1000 * 1000;  // ns
+constexpr int kRetry = 1;                        // claim result: woken, not owner: try again
 
-bool try_acquire(MutexImpl *m) {
+thread_local char tls_thread_token;
+
+// Identity of the caller, read once on entry (before any switch).
+inline uintptr_t owner_id_of(Task *self) {
+    return self ? reinterpret_cast<uintptr_t>(self) : reinterpret_cast<uintptr_t>(&tls_thread_token);
+}
+
+// Barging acquisition: only while nobody is starving.
+bool try_acquire(M *m) {
     uintptr_t s = m->state.load(std::memory_order_relaxed);
-    while (!(s & (MutexImpl::kLocked | MutexImpl::kQLock)))
-        if (m->state.compare_exchange_weak(s, s | MutexImpl::kLocked, std::memory_order_acquire,
+    while (!(s & (M::kLocked | M::kQLock | M::kStarving)))
+        if (m->state.compare_exchange_weak(s, s | M::kLocked, std::memory_order_acquire,
                                            std::memory_order_relaxed))
             return true;
     return false;
 }
 
 // Takes the queue lock bit; returns the state with the bit set.
-uintptr_t qlock(MutexImpl *m) {
+uintptr_t qlock(M *m) {
     uintptr_t s = m->state.load(std::memory_order_relaxed);
     for (;;) {
-        if (s & MutexImpl::kQLock) {
+        if (s & M::kQLock) {
             cpu_relax();
             s = m->state.load(std::memory_order_relaxed);
             continue;
         }
-        if (m->state.compare_exchange_weak(s, s | MutexImpl::kQLock, std::memory_order_acquire,
+        if (m->state.compare_exchange_weak(s, s | M::kQLock, std::memory_order_acquire,
                                            std::memory_order_relaxed))
-            return s | MutexImpl::kQLock;
+            return s | M::kQLock;
     }
 }
 
-// Releases the queue lock, storing `s` (kQLock cleared, kQueued recomputed).
-void qunlock(MutexImpl *m, uintptr_t s) {
-    s &= ~(MutexImpl::kQLock | MutexImpl::kQueued);
-    if (!m->waiters.empty()) s |= MutexImpl::kQueued;
+// Releases the queue lock, storing `s` with kQueued recomputed (and kStarving
+// dropped once nobody waits).
+void qunlock(M *m, uintptr_t s) {
+    s &= ~(M::kQLock | M::kQueued);
+    if (m->waiters.empty()) s &= ~M::kStarving;
+    else s |= M::kQueued;
     m->state.store(s, std::memory_order_release);
 }
 
 struct MutexWait {
-    MutexImpl *m;
+    M *m;
     WaitNode *node;
+    bool front;     // a woken waiter that lost the race keeps its place
+    bool starving;  // ...and has waited long enough to demand a hand-off
+    bool woken;     // the parker owns kWoken and gives it up by parking
 };
 
 void publish_mutex_wait(Waiter *w, void *arg) {
     auto *a = static_cast<MutexWait *>(arg);
-    MutexImpl *m = a->m;
+    M *m = a->m;
     uintptr_t s = qlock(m);
-    if (!(s & MutexImpl::kLocked)) {  // released meanwhile: take it
+    if (a->woken) s &= ~M::kWoken;
+    if (!(s & M::kLocked)) {  // released meanwhile: take it
         m->owner.store(w->owner_id, std::memory_order_relaxed);
-        qunlock(m, s | MutexImpl::kLocked);
+        qunlock(m, s | M::kLocked);
         claim(w, 0);
         return;
     }
-    m->waiters.push_back(a->node);
+    if (a->front) m->waiters.push_front(a->node);
+    else m->waiters.push_back(a->node);
+    if (a->starving) s |= M::kStarving;
     qunlock(m, s);
 }
 
-void unlink_waiter(MutexImpl *m, WaitNode *n) {
+void unlink_waiter(M *m, WaitNode *n) {
     if (!n->linked.load(std::memory_order_acquire)) return;
     uintptr_t s = qlock(m);
     if (n->linked.load(std::memory_order_relaxed)) m->waiters.remove(n);
     qunlock(m, s);
 }
 
-}  // namespace
-
-int mutex_lock(MutexImpl *m, bool cancelable) {
-    uintptr_t me = self_owner_id();
-    if (mutex_held_by(m, me)) return -EDEADLK;
-    if (cancelable) {
-        Task *self = current_task();
-        if (self && self->cancel_pending()) return -ECANCELED;
-    }
-    for (int i = 0;; i++) {
-        if (try_acquire(m)) {
-            m->owner.store(me, std::memory_order_relaxed);
-            return 0;
-        }
-        if (i == kSpinTries) break;
-        cpu_relax();
-    }
-    Waiter w;
-    w.owner_id = me;
-    WaitNode n;
-    n.waiter = &w;
-    MutexWait a{m, &n};
-    int r = wait_on(&w, publish_mutex_wait, &a, 0, cancelable);
-    unlink_waiter(m, &n);
-    return r;  // 0: ownership was handed to us (owner already set)
-}
-
-void mutex_unlock_as(MutexImpl *m, uintptr_t id) {
-    if (!mutex_held_by(m, id)) return;  // not the owner: ignored, as documented
-    m->owner.store(0, std::memory_order_relaxed);
-    uintptr_t s = MutexImpl::kLocked;
-    if (m->state.compare_exchange_strong(s, 0, std::memory_order_release, std::memory_order_relaxed))
-        return;
-    s = qlock(m);
+// The owner let go and waiters may need a wakeup (`state` still has kLocked,
+// `owner` is 0). Starving: hand ownership to the first claimable waiter.
+// Otherwise: release, and wake the first waiter to compete (kWoken).
+void release_to_waiters(M *m) {
+    uintptr_t s = qlock(m);
+    bool handoff = s & M::kStarving;
     Waiter *wake = nullptr;
-    bool handed = false;
+    bool delivered = false;
     while (WaitNode *n = m->waiters.head) {
         Waiter *w = n->waiter;
         // Ownership is set before the claim: a waiter claimed during its
         // publication may run (and unlock) as soon as the claim lands.
-        m->owner.store(w->owner_id, std::memory_order_relaxed);
-        Claim c = claim(w, 0);
+        if (handoff) m->owner.store(w->owner_id, std::memory_order_relaxed);
+        // Leave starvation once a waiter is served promptly again.
+        bool recent = handoff && now_ns() - w->since < kHandoffAfter;
+        Claim c = claim(w, handoff ? 0 : kRetry);
         m->waiters.remove(n);
         if (c == Claim::kLost) continue;
-        handed = true;
+        delivered = true;
+        if (recent) s &= ~M::kStarving;
         if (c == Claim::kWake) wake = w;
         break;
     }
-    if (!handed) {
+    if (!(delivered && handoff)) {
         m->owner.store(0, std::memory_order_relaxed);
-        s &= ~MutexImpl::kLocked;
+        s &= ~M::kLocked;
     }
+    if (delivered && !handoff) s |= M::kWoken;
     qunlock(m, s);
     if (wake) wake_claimed(wake);
+}
+
+// Spins for the mutex. While spinning, the spinner owns kWoken (taking it if
+// waiters are queued and nobody has it), so unlocks stay on their fast path
+// instead of waking a parked waiter that would only compete with us. Reads
+// are spaced out: a spinner that polls the line constantly slows the holder
+// it waits for. *woken: whether the caller owns kWoken (in and out).
+bool spin_acquire(M *m, bool *woken) {
+    // Spin only if this worker has nothing else to run: otherwise parking
+    // lets its other fibers run, and leaves the holder uncontended (a plain
+    // thread spins: it has nothing else to do).
+    Worker *w = current_worker();
+    if (w && w->has_local_work()) return false;
+    for (int i = 0; i < kSpinTries; i++) {
+        uintptr_t s = m->state.load(std::memory_order_relaxed);
+        if (!*woken && (s & M::kQueued) && !(s & (M::kWoken | M::kQLock)) &&
+            m->state.compare_exchange_weak(s, s | M::kWoken, std::memory_order_relaxed))
+            *woken = true;
+        if (i) for (int j = 0; j < kSpinPauses; j++) cpu_relax();
+        s = m->state.load(std::memory_order_relaxed);
+        while (!(s & (M::kLocked | M::kQLock | M::kStarving))) {
+            uintptr_t ns = (s | M::kLocked) & ~(*woken ? M::kWoken : 0);
+            if (m->state.compare_exchange_weak(s, ns, std::memory_order_acquire,
+                                               std::memory_order_relaxed)) {
+                *woken = false;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+// Gives kWoken up without parking (a canceled waiter leaving).
+void drop_woken(M *m) {
+    uintptr_t s = m->state.load(std::memory_order_relaxed);
+    for (;;) {
+        if (s & M::kQLock) {
+            cpu_relax();
+            s = m->state.load(std::memory_order_relaxed);
+            continue;
+        }
+        if (m->state.compare_exchange_weak(s, s & ~M::kWoken, std::memory_order_relaxed)) break;
+    }
+    // An unlock that saw kWoken woke nobody: if the mutex is free with
+    // waiters queued, serve them now.
+    if ((s & M::kQueued) && try_acquire(m)) release_to_waiters(m);
+}
+
+}  // namespace
+
+int mutex_lock(M *m, bool cancelable) {
+    Worker *w = current_worker();
+    Task *self = w ? w->current : nullptr;
+    uintptr_t me = owner_id_of(self);
+    if (cancelable && self && self->cancel_pending()) return -ECANCELED;
+    uintptr_t s = 0;
+    if (KIO_LIKELY(m->state.compare_exchange_strong(s, M::kLocked, std::memory_order_acquire,
+                                                    std::memory_order_relaxed))) {
+        m->owner.store(me, std::memory_order_relaxed);
+        return 0;
+    }
+    if ((s & M::kLocked) && m->owner.load(std::memory_order_relaxed) == me) return -EDEADLK;
+    bool woken = false;
+    if (spin_acquire(m, &woken)) {
+        m->owner.store(me, std::memory_order_relaxed);
+        return 0;
+    }
+    uint64_t since = now_ns();
+    bool front = false;
+    for (;;) {
+        Waiter wt;
+        wt.owner_id = me;
+        wt.since = since;
+        WaitNode n;
+        n.waiter = &wt;
+        MutexWait a{m, &n, front, front && now_ns() - since >= kHandoffAfter, woken};
+        int r = wait_on(&wt, publish_mutex_wait, &a, 0, cancelable);
+        unlink_waiter(m, &n);
+        if (r != kRetry) return r;  // 0: handed over (owner already set), or -ECANCELED
+        woken = true;               // woken to compete: kWoken was set for us
+        if (spin_acquire(m, &woken)) {
+            m->owner.store(me, std::memory_order_relaxed);
+            return 0;
+        }
+        if (cancelable && self->cancel_pending()) {
+            drop_woken(m);
+            return -ECANCELED;
+        }
+        front = true;
+    }
+}
+
+void mutex_unlock_as(M *m, uintptr_t id) {
+    uintptr_t s = m->state.load(std::memory_order_relaxed);
+    if (!(s & M::kLocked) || m->owner.load(std::memory_order_relaxed) != id) return;  // ignored
+    m->owner.store(0, std::memory_order_relaxed);
+    for (;;) {
+        if (s & M::kQLock) {
+            cpu_relax();
+            s = m->state.load(std::memory_order_relaxed);
+            continue;
+        }
+        // Nobody to wake, or a woken waiter is about to try: just release.
+        bool quiet = !(s & M::kQueued) || ((s & M::kWoken) && !(s & M::kStarving));
+        if (!quiet) break;
+        if (m->state.compare_exchange_weak(s, s & ~M::kLocked, std::memory_order_release,
+                                           std::memory_order_relaxed))
+            return;
+    }
+    release_to_waiters(m);
+}
+
+uintptr_t caller_owner_id() {
+    Worker *w = current_worker();
+    return owner_id_of(w ? w->current : nullptr);
 }
 
 }  // namespace kio
@@ -144,10 +269,10 @@ KIO_EXPORT int kio_mutex_lock(kio_mutex *m) noexcept {
 KIO_EXPORT int kio_mutex_trylock(kio_mutex *m) noexcept {
     if (!m) return -EINVAL;
     if (!try_acquire(impl(m))) return -EBUSY;
-    impl(m)->owner.store(self_owner_id(), std::memory_order_relaxed);
+    impl(m)->owner.store(caller_owner_id(), std::memory_order_relaxed);
     return 0;
 }
 
 KIO_EXPORT void kio_mutex_unlock(kio_mutex *m) noexcept {
-    if (m) mutex_unlock_as(impl(m), self_owner_id());
+    if (m) mutex_unlock_as(impl(m), caller_owner_id());
 }

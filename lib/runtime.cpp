@@ -35,13 +35,20 @@ int parse_backend(const char *name, Backend *out) {
     return 0;
 }
 
-void publish_shutdown_wait(Waiter *w, void *arg) {
-    auto *rt = static_cast<Runtime *>(arg);
-    rt->shutdown_waiter.store(w, std::memory_order_seq_cst);
-    // Pairs with recycle(): it decrements live, then takes the waiter.
-    if (rt->live.load(std::memory_order_seq_cst) == 0 &&
-        rt->shutdown_waiter.exchange(nullptr, std::memory_order_seq_cst))
-        claim(w, 0);
+// Waits until every task has been recycled, canceling again each round (a
+// task spawned by a task that was being canceled starts canceled, but one
+// spawned just before shutdown began may have escaped the previous scan).
+// Polling keeps the hot paths free of a shared counter; it runs once per
+// runtime, with a backoff from 20 us to 1 ms.
+void wait_for_all_tasks(Runtime *rt) {
+    uint64_t pause = 20 * 1000;
+    while (rt->live_tasks() > 0) {
+        cancel_all(rt);
+        if (rt->live_tasks() == 0) break;
+        Waiter w;
+        wait_on(&w, [](Waiter *, void *) {}, nullptr, now_ns() + pause, false);
+        if (pause < 1000 * 1000) pause *= 2;
+    }
 }
 
 void free_runtime(Runtime *rt) {
@@ -57,6 +64,19 @@ void free_runtime(Runtime *rt) {
 }
 
 }  // namespace
+
+// Reading every `retired` before any `spawned` makes a zero exact: a task alive
+// when the retired counters were read is counted in spawned but not retired,
+// and once none is alive nothing can spawn again (plain threads are refused
+// during shutdown).
+int64_t Runtime::live_tasks() const {
+    int64_t retired = 0, spawned = 0;
+    unsigned n = nstarted.load(std::memory_order_acquire);
+    for (unsigned i = 0; i < n; i++) retired += workers[i].nretired.load(std::memory_order_acquire);
+    for (unsigned i = 0; i < n; i++) spawned += workers[i].nspawned.load(std::memory_order_acquire);
+    spawned += foreign_spawned.load(std::memory_order_acquire);
+    return spawned - retired;
+}
 
 KIO_EXPORT void kio_options_init(kio_options *opts) noexcept {
     if (!opts) return;
@@ -140,10 +160,7 @@ KIO_EXPORT int kio_runtime_destroy(kio_runtime *rth) noexcept {
 
     rt->shutting_down.store(true, std::memory_order_seq_cst);
     cancel_all(rt);
-    if (rt->live.load(std::memory_order_seq_cst) > 0) {
-        Waiter w;
-        wait_on(&w, publish_shutdown_wait, rt, 0, false);
-    }
+    wait_for_all_tasks(rt);
     // Back to the creating thread, then stop the other workers.
     migrate_current(&rt->workers[0]);
     rt->exiting.store(true, std::memory_order_seq_cst);

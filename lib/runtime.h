@@ -38,19 +38,21 @@ struct Runtime : kio_runtime {
     TaskQueue inject;                            // work from plain threads, ring overflow
     StackPool stacks;
     TaskPool tasks;
-    std::atomic<uint64_t> next_id{2};            // 1 is the main fiber
+    std::atomic<uint64_t> next_id{2};            // 1 is the main fiber; workers take blocks
+    std::atomic<int64_t> foreign_spawned{0};     // tasks spawned by plain threads
 
-    // Shutdown: live counts tasks spawned and not yet recycled.
-    std::atomic<int64_t> live{0};
     std::atomic<bool> shutting_down{false};
     std::atomic<bool> exiting{false};
-    std::atomic<Waiter *> shutdown_waiter{nullptr};
 
     Task main;                                   // the main fiber (thread stack, not pooled)
     pthread_t creator{};
 
     explicit Runtime(size_t stack_size) : stacks(stack_size) {}
     size_t default_stack() const { return stacks.default_size(); }
+
+    // Tasks spawned and not yet recycled. Exact when it returns 0 (see
+    // runtime.cpp); only destroy asks.
+    int64_t live_tasks() const;
 };
 
 inline Runtime *runtime_of(kio_runtime *rt) {

@@ -29,6 +29,11 @@ thread_local Worker *tls_worker __attribute__((tls_model("initial-exec"))) = nul
 constexpr uint32_t kFairnessInterval = 61;
 constexpr uint64_t kPollInterval = 100 * 1000;        // ns between polls of a busy worker
 constexpr size_t kInjectBatch = 32;
+// A thief leaves a victim's only queued task alone until the victim has not
+// picked anything for this long: that task was most likely just made ready
+// by the fiber running there (a spawned child about to be awaited, a woken
+// partner in a ping-pong) and runs there soon, without a cross-thread trip.
+constexpr uint64_t kSingleStealDelay = 5 * 1000;  // ns
 
 struct SwitchMsg {
     enum Kind : uint8_t { kNothing, kReschedule, kPublish, kRecycle, kMigrate };
@@ -116,6 +121,7 @@ bool wake_one_sleeper(Runtime *rt) {
 }  // namespace
 
 void notify(Runtime *rt) {
+    if (rt->nthreads == 1) return;  // the only worker is the one running this
     full_fence();  // order the caller's queue push before reading the idle counts
     if (rt->nspinning.load(std::memory_order_relaxed) > 0) return;  // a spinner will find it
     if (rt->nsleeping.load(std::memory_order_relaxed) > 0 && wake_one_sleeper(rt)) return;
@@ -226,6 +232,20 @@ void poll_now(Worker *w, uint64_t now) {
     if (n > 0) dispatch_events(w, n);
 }
 
+// May w take v's only queued task? Only once v has been busy with the same
+// fiber (no new pick) for kSingleStealDelay.
+bool may_steal_single(Worker *w, Worker *v) {
+    uint32_t vt = v->tick.load(std::memory_order_relaxed);
+    uint64_t now = now_ns();
+    if (w->single_victim != v || w->single_tick != vt) {
+        w->single_victim = v;
+        w->single_tick = vt;
+        w->single_since = now;
+        return false;
+    }
+    return now - w->single_since >= kSingleStealDelay;
+}
+
 Task *steal(Worker *w) {
     Runtime *rt = w->rt;
     unsigned n = rt->nstarted.load(std::memory_order_acquire);
@@ -234,6 +254,8 @@ Task *steal(Worker *w) {
     for (unsigned i = 0; i < n; i++) {
         Worker *v = &rt->workers[(start + i) % n];
         if (v == w) continue;
+        uint32_t queued = v->ready.size() + uint32_t(v->spawned.size());
+        if (queued == 0 || (queued == 1 && !may_steal_single(w, v))) continue;
         if (Task *t = v->ready.steal_into(w->ready)) return t;
         if (v->spawned.size() > 0)
             if (Task *t = v->spawned.steal()) return t;
@@ -265,7 +287,9 @@ Task *fairness_pick(Worker *w) {
 
 Task *find_work(Worker *w) {
     Task *t;
-    if (KIO_UNLIKELY(++w->tick % kFairnessInterval == 0))
+    uint32_t tick = w->tick.load(std::memory_order_relaxed) + 1;
+    w->tick.store(tick, std::memory_order_relaxed);
+    if (KIO_UNLIKELY(tick % kFairnessInterval == 0))
         if ((t = runnable(w, fairness_pick(w)))) return t;
     if (!w->inbox.empty() && (t = runnable(w, w->inbox.pop()))) return t;
     if (w->spawned.size() > 0 && (t = runnable(w, w->spawned.pop()))) return t;
@@ -358,13 +382,8 @@ void recycle(Worker *w, Task *t) {
     san_destroy(&t->san);
     release_stack(w, t);
     t->sp = nullptr;
-    Runtime *rt = t->rt;
     release_task(t);  // the fiber's reference; t may be gone now
-    if (rt->live.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
-        rt->shutting_down.load(std::memory_order_seq_cst)) {
-        if (Waiter *sw = rt->shutdown_waiter.exchange(nullptr, std::memory_order_seq_cst))
-            claim_and_wake(sw, 0);
-    }
+    Worker::bump(w->nretired);
 }
 
 void handle(Worker *w, SwitchMsg *m) {

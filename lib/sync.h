@@ -11,17 +11,19 @@
 namespace kio {
 
 // kio_mutex: state bits, the owner's identity, and a FIFO of waiters guarded
-// by a lock bit in `state`.
+// by a lock bit in `state` (policy in mutex.cpp).
 //
-//   kLocked   held by `owner`
-//   kQueued   the waiter list is non-empty (it may hold only nodes already
-//             claimed by a canceler; unclaimed waiters imply kLocked, because
-//             unlock hands ownership to the first of them)
-//   kQLock    the waiter list is being edited; while it is set only the
-//             holder changes `state` (every other update is a CAS that
-//             expects the bit clear)
+//   kLocked    held by `owner` (during a hand-off: by the waiter it goes to)
+//   kQueued    the waiter list is non-empty
+//   kQLock     the waiter list is being edited; while it is set only the
+//              holder changes `state` (every other update is a CAS that
+//              expects the bit clear)
+//   kWoken     a waiter was woken to compete and has not tried yet: unlock
+//              need not wake another
+//   kStarving  the first waiter has waited too long: unlock hands ownership
+//              to it, and newcomers queue instead of barging
 struct MutexImpl {
-    static constexpr uintptr_t kLocked = 1, kQueued = 2, kQLock = 4;
+    static constexpr uintptr_t kLocked = 1, kQueued = 2, kQLock = 4, kWoken = 8, kStarving = 16;
     std::atomic<uintptr_t> state;
     std::atomic<uintptr_t> owner;
     WaitList waiters;
@@ -41,6 +43,8 @@ inline CondImpl *impl(kio_cond *c) { return reinterpret_cast<CondImpl *>(c); }
 int mutex_lock(MutexImpl *m, bool cancelable);
 // Unlocks m on behalf of the party `id` (ignored if id does not own it).
 void mutex_unlock_as(MutexImpl *m, uintptr_t id);
+// The caller's identity as a mutex owner: its task, or a per-thread token.
+uintptr_t caller_owner_id();
 inline bool mutex_held_by(MutexImpl *m, uintptr_t id) {
     return (m->state.load(std::memory_order_acquire) & MutexImpl::kLocked) &&
            m->owner.load(std::memory_order_relaxed) == id;

@@ -167,13 +167,24 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
         if (stack_size == rt->default_stack()) stack_size = 0;
     }
     Task *self = current_task();
-    bool inside = self && self->rt == rt;
+    bool inside = self && self->rt == rt;  // a task of rt (may spawn during shutdown)
     if (rt->shutting_down.load(std::memory_order_acquire) && !inside) return fail(-ECANCELED);
     Task *t = alloc_task(rt);
     if (!t) return fail(-ENOMEM);
 
-    t->gen.fetch_add(1, std::memory_order_relaxed);
-    t->id = rt->next_id.fetch_add(1, std::memory_order_relaxed);
+    t->gen.store(t->gen.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    Worker *w = current_worker();
+    if (w && w->rt != rt) w = nullptr;
+    if (w) {
+        if (w->id_next == w->id_end) {
+            constexpr uint64_t kIdBlock = 4096;
+            w->id_next = rt->next_id.fetch_add(kIdBlock, std::memory_order_relaxed);
+            w->id_end = w->id_next + kIdBlock;
+        }
+        t->id = w->id_next++;
+    } else {
+        t->id = rt->next_id.fetch_add(1, std::memory_order_relaxed);
+    }
     t->rt = rt;
     t->fn = fn;
     t->arg = arg;
@@ -197,11 +208,12 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
         t->name[sizeof t->name - 1] = 0;
     }
     t->san = FiberSan{};
-    rt->live.fetch_add(1, std::memory_order_relaxed);
-    // Pairs with kio_runtime_destroy: it sets shutting_down, then scans for
-    // live tasks; a task it cannot have seen starts canceled.
-    t->magic.store(Task::kMagicLive, std::memory_order_seq_cst);
-    if (rt->shutting_down.load(std::memory_order_seq_cst))
+    if (w) Worker::bump(w->nspawned);
+    else rt->foreign_spawned.fetch_add(1, std::memory_order_release);
+    t->magic.store(Task::kMagicLive, std::memory_order_release);
+    // During shutdown children start canceled (destroy's scans also catch
+    // any task this check misses).
+    if (rt->shutting_down.load(std::memory_order_acquire))
         t->cancel_requested.store(true, std::memory_order_relaxed);
     *out = to_handle(t);
     submit_new(rt, t);

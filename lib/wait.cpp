@@ -7,16 +7,6 @@
 
 namespace kio {
 
-namespace {
-// A per-thread token: its address identifies a plain thread as a mutex owner.
-thread_local char tls_thread_token;
-}  // namespace
-
-uintptr_t self_owner_id() {
-    if (Task *t = current_task()) return reinterpret_cast<uintptr_t>(t);
-    return reinterpret_cast<uintptr_t>(&tls_thread_token);
-}
-
 void wake_claimed(Waiter *w) {
     if (Task *t = w->task) {
         ready(t);

@@ -54,6 +54,7 @@ struct Waiter {
     bool cancel_armed = false;             // registered in task->cur_wait
     TimerNode timer;                       // armed when the wait has a deadline
     Waiter *wake_next = nullptr;           // chain of claimed waiters (claim_all)
+    uint64_t since = 0;                    // when the party started waiting (mutex fairness)
 
     int result() const { return int(int64_t(state.load(std::memory_order_acquire)) >> 32); }
 };
@@ -111,6 +112,14 @@ struct WaitList {
         tail = n;
         n->linked.store(true, std::memory_order_relaxed);
     }
+    void push_front(WaitNode *n) {
+        n->prev = nullptr;
+        n->next = head;
+        if (head) head->prev = n;
+        else tail = n;
+        head = n;
+        n->linked.store(true, std::memory_order_relaxed);
+    }
     // Unlinks n. The store to n->linked is the last access to n: once the
     // waiting party sees it false it may free n.
     void remove(WaitNode *n) {
@@ -154,10 +163,6 @@ void unlink_if_linked(L &lock, WaitList &list, WaitNode *n) {
     LockGuard<L> g(lock);
     if (n->linked.load(std::memory_order_relaxed)) list.remove(n);
 }
-
-// Identity of the calling party for ownership checks: the current task, or a
-// per-thread token on plain threads.
-uintptr_t self_owner_id();
 
 // Waits with w: `publish(w, arg)` makes w reachable (enqueue it, and whatever
 // else must happen atomically with parking, such as releasing a mutex). For a

@@ -42,13 +42,17 @@ struct alignas(kCacheLine) Worker {
     void *idle_sp = nullptr;  // saved idle context
     FiberSan idle_san;
     Stack idle_stack;         // worker 0 only
-    uint32_t tick = 0;
+    // Single-task steal delay (see steal() in scheduler.cpp).
+    Worker *single_victim = nullptr;
+    uint32_t single_tick = 0;
+    uint64_t single_since = 0;
     uint32_t rng = 1;
     uint64_t last_poll = 0;
     Stack stacks[kStackCache];
     size_t nstacks = 0;
     Task *task_cache = nullptr;
     size_t ntasks = 0;
+    uint64_t id_next = 0, id_end = 0;  // block of task ids taken from the runtime
     PollEvent events[64];
 
     // Shared with other threads.
@@ -57,10 +61,18 @@ struct alignas(kCacheLine) Worker {
     TaskQueue inbox;          // pinned fibers of this worker, migrations
     TimerHeap timers;
     Poller poller;
+    std::atomic<uint32_t> tick{0};   // picks so far; owner writes, thieves read
     std::atomic<uint32_t> sleep_state{kAwake};
     std::atomic<uint64_t> sleep_until{UINT64_MAX};
     pthread_t thread{};
     bool has_thread = false;
+    // Written only by this worker (no read-modify-write), read by destroy.
+    std::atomic<int64_t> nspawned{0};  // tasks this worker's fibers spawned
+    std::atomic<int64_t> nretired{0};  // tasks recycled on this worker
+
+    static void bump(std::atomic<int64_t> &c) {
+        c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    }
 
     bool has_local_work() const {
         return spawned.size() > 0 || ready.size() > 0 || !inbox.empty();
