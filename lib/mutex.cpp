@@ -31,7 +31,9 @@ using M = MutexImpl;
 constexpr int kSpinTries = 4;
 constexpr int kSpinPauses = 30;
 constexpr uint64_t kHandoffAfter = 1000 * 1000;  // ns
-constexpr int kRetry = 1;                        // claim result: woken, not owner: try again
+// Claim results besides 0 (ownership handed over) and -ECANCELED:
+constexpr int kRetry = 1;      // woken by unlock to compete; owns kWoken
+constexpr int kRetryFree = 2;  // found the mutex free while parking; try again
 
 thread_local char tls_thread_token;
 
@@ -87,10 +89,12 @@ void publish_mutex_wait(Waiter *w, void *arg) {
     M *m = a->m;
     uintptr_t s = qlock(m);
     if (a->woken) s &= ~M::kWoken;
-    if (!(s & M::kLocked)) {  // released meanwhile: take it
-        m->owner.store(w->owner_id, std::memory_order_relaxed);
-        qunlock(m, s | M::kLocked);
-        claim(w, 0);
+    if (!(s & M::kLocked)) {
+        // Released meanwhile: let the parker retry rather than take the
+        // mutex for it. A mutex owned by a fiber that sits in a run queue
+        // makes every running locker park behind it (a convoy).
+        qunlock(m, s);
+        claim(w, kRetryFree);
         return;
     }
     if (a->front) m->waiters.push_front(a->node);
@@ -144,18 +148,8 @@ void release_to_waiters(M *m) {
 // are spaced out: a spinner that polls the line constantly slows the holder
 // it waits for. *woken: whether the caller owns kWoken (in and out).
 bool spin_acquire(M *m, bool *woken) {
-    // Spin only if this worker has nothing else to run: otherwise parking
-    // lets its other fibers run, and leaves the holder uncontended (a plain
-    // thread spins: it has nothing else to do).
-    Worker *w = current_worker();
-    if (w && w->has_local_work()) return false;
     for (int i = 0; i < kSpinTries; i++) {
         uintptr_t s = m->state.load(std::memory_order_relaxed);
-        if (!*woken && (s & M::kQueued) && !(s & (M::kWoken | M::kQLock)) &&
-            m->state.compare_exchange_weak(s, s | M::kWoken, std::memory_order_relaxed))
-            *woken = true;
-        if (i) for (int j = 0; j < kSpinPauses; j++) cpu_relax();
-        s = m->state.load(std::memory_order_relaxed);
         while (!(s & (M::kLocked | M::kQLock | M::kStarving))) {
             uintptr_t ns = (s | M::kLocked) & ~(*woken ? M::kWoken : 0);
             if (m->state.compare_exchange_weak(s, ns, std::memory_order_acquire,
@@ -164,6 +158,17 @@ bool spin_acquire(M *m, bool *woken) {
                 return true;
             }
         }
+        // Spin only if this worker has nothing else to run: otherwise
+        // parking lets its other fibers run and leaves the holder
+        // uncontended (a plain thread spins: it has nothing else to do).
+        if (i == 0) {
+            Worker *w = current_worker();
+            if (w && w->has_local_work()) return false;
+        }
+        if (!*woken && (s & M::kQueued) && !(s & (M::kWoken | M::kQLock)) &&
+            m->state.compare_exchange_weak(s, s | M::kWoken, std::memory_order_relaxed))
+            *woken = true;
+        for (int j = 0; j < kSpinPauses; j++) cpu_relax();
     }
     return false;
 }
@@ -187,7 +192,7 @@ void drop_woken(M *m) {
 }  // namespace
 
 int mutex_lock(M *m, bool cancelable) {
-    Worker *w = current_worker();
+    Worker *w = current_worker_at_entry();
     Task *self = w ? w->current : nullptr;
     uintptr_t me = owner_id_of(self);
     if (cancelable && self && self->cancel_pending()) return -ECANCELED;
@@ -214,14 +219,14 @@ int mutex_lock(M *m, bool cancelable) {
         MutexWait a{m, &n, front, front && now_ns() - since >= kHandoffAfter, woken};
         int r = wait_on(&wt, publish_mutex_wait, &a, 0, cancelable);
         unlink_waiter(m, &n);
-        if (r != kRetry) return r;  // 0: handed over (owner already set), or -ECANCELED
-        woken = true;               // woken to compete: kWoken was set for us
+        if (r != kRetry && r != kRetryFree) return r;  // 0: handed over (owner set), or -ECANCELED
+        woken = r == kRetry;  // woken by unlock: kWoken was set for us
         if (spin_acquire(m, &woken)) {
             m->owner.store(me, std::memory_order_relaxed);
             return 0;
         }
         if (cancelable && self->cancel_pending()) {
-            drop_woken(m);
+            if (woken) drop_woken(m);
             return -ECANCELED;
         }
         front = true;
@@ -249,7 +254,7 @@ void mutex_unlock_as(M *m, uintptr_t id) {
 }
 
 uintptr_t caller_owner_id() {
-    Worker *w = current_worker();
+    Worker *w = current_worker_at_entry();
     return owner_id_of(w ? w->current : nullptr);
 }
 

@@ -24,8 +24,6 @@ namespace kio {
 
 namespace {
 
-thread_local Worker *tls_worker __attribute__((tls_model("initial-exec"))) = nullptr;
-
 constexpr uint32_t kFairnessInterval = 61;
 constexpr uint64_t kPollInterval = 100 * 1000;        // ns between polls of a busy worker
 constexpr size_t kInjectBatch = 32;
@@ -74,6 +72,8 @@ void handle(Worker *w, SwitchMsg *m);
 void fiber_main(void *msg, void *arg);
 
 }  // namespace
+
+thread_local Worker *tls_worker __attribute__((tls_model("initial-exec"))) = nullptr;
 
 #if defined(__clang__)
 #define KIO_OPAQUE __attribute__((noinline))

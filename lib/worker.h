@@ -83,6 +83,11 @@ struct alignas(kCacheLine) Worker {
 // thread pointer is re-read at every call: a fiber may resume on another
 // thread after any switch, and compilers cache TLS addresses within a function.
 Worker *current_worker();
+
+// The same, inlined: only for the entry of a function, before anything in it
+// can switch fibers (fast paths that must not pay for a call).
+extern thread_local Worker *tls_worker __attribute__((tls_model("initial-exec")));
+inline Worker *current_worker_at_entry() { return tls_worker; }
 void set_current_worker(Worker *w);
 // The calling fiber's task (nullptr on plain threads and idle contexts).
 Task *current_task();
