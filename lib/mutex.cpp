@@ -1,21 +1,28 @@
-// kio_mutex: fiber-aware, usable from plain threads, FIFO waiters.
+// kio_mutex: fiber-aware, usable from plain threads, FIFO waiters with
+// hand-off.
 //
-// Fast paths are one CAS. A contended locker spins briefly (the holder is
-// probably running on another worker), then waits in a FIFO queue. Unlock
-// serves the queue in order:
-//   - normally it releases the mutex and wakes the first waiter, which tries
-//     again (a running fiber may have taken the mutex meanwhile; the waiter
-//     then goes back to the front of the queue). Until that waiter has tried
-//     (kWoken), further unlocks wake nobody;
-//   - once a waiter has waited kHandoffAfter, the mutex is starving: unlock
-//     hands ownership straight to the first waiter and newcomers queue behind
-//     instead of barging, until the queue drains.
-// Strict hand-off on every unlock would turn any contention into a convoy:
-// each unlock would give the mutex to a fiber that is not running, and every
-// other locker would park behind it. FIFO wakeups with hand-off after a
-// bounded wait keep waiters in order and bound how long one can be overtaken,
-// while a running fiber keeps the mutex hot (the eventual fairness of Go's
-// sync.Mutex and of parking_lot).
+// Lock: one CAS when free. Otherwise, if the holder is running (on another
+// worker) and this worker has nothing else to run, the locker spins a little:
+// the holder will most likely let go within a few hundred nanoseconds. Then
+// it parks at the back of the FIFO queue.
+//
+// Unlock serves the queue front first, in one of two ways:
+//   hand-off  ownership passes straight to the first waiter, which cannot be
+//             overtaken. Used when that waiter queued behind a holder that
+//             was not running (it kept the mutex across a park or yield: a
+//             long critical section, where fairness costs nothing), and for
+//             every waiter once one has waited kStarveAfter (starvation mode,
+//             which also stops newcomers from barging).
+//   wake      the mutex is released and the first waiter woken to try again;
+//             a fiber that is running may take the mutex first, and the
+//             waiter then goes back to the front of the queue. Used for
+//             waiters that gave up spinning on a running holder: handing a
+//             mutex to a fiber that sits in a run queue would make every
+//             running locker park behind it (a convoy), at the cost of a
+//             context switch per lock.
+// Until a woken waiter has tried (kWoken), further unlocks wake nobody.
+// This is the eventual fairness of Go's sync.Mutex, with hand-off whenever
+// the holder itself was switched out.
 #include <cerrno>
 
 #include "runtime.h"
@@ -26,23 +33,39 @@ namespace kio {
 namespace {
 
 using M = MutexImpl;
-// Spinning: a few tries, each after a pause long enough to let a holder on
-// another worker finish a short critical section (as Go's sync.Mutex).
-constexpr int kSpinTries = 4;
-constexpr int kSpinPauses = 30;
-constexpr uint64_t kHandoffAfter = 1000 * 1000;  // ns
-// Claim results besides 0 (ownership handed over) and -ECANCELED:
+constexpr int kSpinTries = 4;                   // looks at the mutex while spinning
+constexpr int kSpinPauses = 30;                 // pauses between two looks
+constexpr uint64_t kStarveAfter = 1000 * 1000;  // ns of waiting before hand-off is forced
+
+// Claim results besides 0 (ownership handed over) and -ECANCELED.
 constexpr int kRetry = 1;      // woken by unlock to compete; owns kWoken
 constexpr int kRetryFree = 2;  // found the mutex free while parking; try again
 
-thread_local char tls_thread_token;
+// Plain threads are identified by the (odd) address of a thread-local byte.
+thread_local char tls_thread_token[2];
 
-// Identity of the caller, read once on entry (before any switch).
 inline uintptr_t owner_id_of(Task *self) {
-    return self ? reinterpret_cast<uintptr_t>(self) : reinterpret_cast<uintptr_t>(&tls_thread_token);
+    return self ? reinterpret_cast<uintptr_t>(self)
+                : reinterpret_cast<uintptr_t>(&tls_thread_token[0]) | 1;
 }
 
-// Barging acquisition: only while nobody is starving.
+// Was the holder switched out while holding the mutex? (Not: a waiter that
+// was just handed the mutex and has not resumed yet, kPending.) Plain
+// threads (odd ids) count as running. Reads the holder's Task while it holds
+// the mutex, so the slot is live.
+bool owner_switched_out(M *m) {
+    if (m->state.load(std::memory_order_relaxed) & M::kPending) return false;
+    uintptr_t o = m->owner.load(std::memory_order_relaxed);
+    if (!o || (o & 1)) return false;
+    return !reinterpret_cast<Task *>(o)->on_cpu.load(std::memory_order_relaxed);
+}
+
+// Worth spinning on: the holder runs (it will let go soon).
+bool owner_running(M *m) {
+    return !(m->state.load(std::memory_order_relaxed) & M::kPending) && !owner_switched_out(m);
+}
+
+// Barging acquisition: not while hand-off is due.
 bool try_acquire(M *m) {
     uintptr_t s = m->state.load(std::memory_order_relaxed);
     while (!(s & (M::kLocked | M::kQLock | M::kStarving)))
@@ -67,21 +90,26 @@ uintptr_t qlock(M *m) {
     }
 }
 
-// Releases the queue lock, storing `s` with kQueued recomputed (and kStarving
-// dropped once nobody waits).
+// Releases the queue lock, storing `s` with the queue bits recomputed:
+// kQueued, kHandoff (the front waiter asked for hand-off), and kStarving
+// dropped once nobody waits.
 void qunlock(M *m, uintptr_t s) {
-    s &= ~(M::kQLock | M::kQueued);
-    if (m->waiters.empty()) s &= ~M::kStarving;
-    else s |= M::kQueued;
+    s &= ~(M::kQLock | M::kQueued | M::kHandoff);
+    if (WaitNode *head = m->waiters.head) {
+        s |= M::kQueued;
+        if (head->value) s |= M::kHandoff;
+    } else {
+        s &= ~M::kStarving;
+    }
     m->state.store(s, std::memory_order_release);
 }
 
 struct MutexWait {
     M *m;
-    WaitNode *node;
-    bool front;     // a woken waiter that lost the race keeps its place
-    bool starving;  // ...and has waited long enough to demand a hand-off
-    bool woken;     // the parker owns kWoken and gives it up by parking
+    WaitNode *node;  // node->value: hand-off wanted
+    bool front;      // a woken waiter that lost the race keeps its place
+    bool starving;   // ...and has waited long enough to force hand-off
+    bool woken;      // the parker owns kWoken and gives it up by parking
 };
 
 void publish_mutex_wait(Waiter *w, void *arg) {
@@ -90,9 +118,8 @@ void publish_mutex_wait(Waiter *w, void *arg) {
     uintptr_t s = qlock(m);
     if (a->woken) s &= ~M::kWoken;
     if (!(s & M::kLocked)) {
-        // Released meanwhile: let the parker retry rather than take the
-        // mutex for it. A mutex owned by a fiber that sits in a run queue
-        // makes every running locker park behind it (a convoy).
+        // Released meanwhile: let the parker try again rather than take the
+        // mutex for it, so it is not owned by a fiber that sits in a queue.
         qunlock(m, s);
         claim(w, kRetryFree);
         return;
@@ -110,45 +137,46 @@ void unlink_waiter(M *m, WaitNode *n) {
     qunlock(m, s);
 }
 
-// The owner let go and waiters may need a wakeup (`state` still has kLocked,
-// `owner` is 0). Starving: hand ownership to the first claimable waiter.
-// Otherwise: release, and wake the first waiter to compete (kWoken).
-void release_to_waiters(M *m) {
+// The owner let go with waiters to serve (`state` still has kLocked, `owner`
+// is 0): hand off to, or wake, the first waiter that can still be claimed.
+void serve_waiters(M *m) {
     uintptr_t s = qlock(m);
-    bool handoff = s & M::kStarving;
     Waiter *wake = nullptr;
-    bool delivered = false;
+    bool handed = false, woke = false;
     while (WaitNode *n = m->waiters.head) {
         Waiter *w = n->waiter;
+        bool handoff = (s & M::kStarving) || n->value;
         // Ownership is set before the claim: a waiter claimed during its
         // publication may run (and unlock) as soon as the claim lands.
         if (handoff) m->owner.store(w->owner_id, std::memory_order_relaxed);
-        // Leave starvation once a waiter is served promptly again.
-        bool recent = handoff && now_ns() - w->since < kHandoffAfter;
+        // Leave starvation mode once a waiter is served promptly again.
+        bool prompt = (s & M::kStarving) && now_ns() - w->since < kStarveAfter;
         Claim c = claim(w, handoff ? 0 : kRetry);
         m->waiters.remove(n);
-        if (c == Claim::kLost) continue;
-        delivered = true;
-        if (recent) s &= ~M::kStarving;
+        if (c == Claim::kLost) continue;  // canceled meanwhile
+        handed = handoff;
+        woke = !handoff;
+        if (prompt) s &= ~M::kStarving;
         if (c == Claim::kWake) wake = w;
         break;
     }
-    if (!(delivered && handoff)) {
+    if (!handed) {
         m->owner.store(0, std::memory_order_relaxed);
         s &= ~M::kLocked;
+    } else {
+        s |= M::kPending;
     }
-    if (delivered && !handoff) s |= M::kWoken;
+    if (woke) s |= M::kWoken;
     qunlock(m, s);
     if (wake) wake_claimed(wake);
 }
 
-// Spins for the mutex. While spinning, the spinner owns kWoken (taking it if
-// waiters are queued and nobody has it), so unlocks stay on their fast path
-// instead of waking a parked waiter that would only compete with us. Reads
-// are spaced out: a spinner that polls the line constantly slows the holder
-// it waits for. *woken: whether the caller owns kWoken (in and out).
+// Spins for the mutex while that looks worthwhile: the worker has nothing
+// else to run and the holder is running. While spinning with waiters queued,
+// the spinner owns kWoken, so unlocks need not wake a waiter that would only
+// compete with it. *woken: whether the caller owns kWoken (in and out).
 bool spin_acquire(M *m, bool *woken) {
-    for (int i = 0; i < kSpinTries; i++) {
+    for (int i = 0;; i++) {
         uintptr_t s = m->state.load(std::memory_order_relaxed);
         while (!(s & (M::kLocked | M::kQLock | M::kStarving))) {
             uintptr_t ns = (s | M::kLocked) & ~(*woken ? M::kWoken : 0);
@@ -158,10 +186,8 @@ bool spin_acquire(M *m, bool *woken) {
                 return true;
             }
         }
-        // Spin only if this worker has nothing else to run: otherwise
-        // parking lets its other fibers run and leaves the holder
-        // uncontended (a plain thread spins: it has nothing else to do).
-        if (i == 0) {
+        if (i == kSpinTries || !owner_running(m)) return false;
+        if (i == 0 && !*woken) {  // a woken waiter spins anyway: its turn has come
             Worker *w = current_worker();
             if (w && w->has_local_work()) return false;
         }
@@ -170,11 +196,10 @@ bool spin_acquire(M *m, bool *woken) {
             *woken = true;
         for (int j = 0; j < kSpinPauses; j++) cpu_relax();
     }
-    return false;
 }
 
-// Gives kWoken up without parking (a canceled waiter leaving).
-void drop_woken(M *m) {
+// Clears state bits outside the queue lock; returns the state before.
+uintptr_t clear_bits(M *m, uintptr_t bits) {
     uintptr_t s = m->state.load(std::memory_order_relaxed);
     for (;;) {
         if (s & M::kQLock) {
@@ -182,11 +207,16 @@ void drop_woken(M *m) {
             s = m->state.load(std::memory_order_relaxed);
             continue;
         }
-        if (m->state.compare_exchange_weak(s, s & ~M::kWoken, std::memory_order_relaxed)) break;
+        if (m->state.compare_exchange_weak(s, s & ~bits, std::memory_order_relaxed)) return s;
     }
+}
+
+// Gives kWoken up without parking (a canceled waiter leaving).
+void drop_woken(M *m) {
+    uintptr_t s = clear_bits(m, M::kWoken);
     // An unlock that saw kWoken woke nobody: if the mutex is free with
     // waiters queued, serve them now.
-    if ((s & M::kQueued) && try_acquire(m)) release_to_waiters(m);
+    if ((s & M::kQueued) && try_acquire(m)) serve_waiters(m);
 }
 
 }  // namespace
@@ -204,28 +234,30 @@ int mutex_lock(M *m, bool cancelable) {
     }
     if ((s & M::kLocked) && m->owner.load(std::memory_order_relaxed) == me) return -EDEADLK;
     bool woken = false;
-    if (spin_acquire(m, &woken)) {
-        m->owner.store(me, std::memory_order_relaxed);
-        return 0;
-    }
-    uint64_t since = now_ns();
+    uint64_t since = 0;
     bool front = false;
     for (;;) {
+        if (spin_acquire(m, &woken)) {
+            m->owner.store(me, std::memory_order_relaxed);
+            return 0;
+        }
+        if (!since) since = now_ns();
         Waiter wt;
         wt.owner_id = me;
         wt.since = since;
         WaitNode n;
         n.waiter = &wt;
-        MutexWait a{m, &n, front, front && now_ns() - since >= kHandoffAfter, woken};
+        n.value = owner_switched_out(m);  // queued behind a long critical section: hand off
+        MutexWait a{m, &n, front, front && now_ns() - since >= kStarveAfter, woken};
         int r = wait_on(&wt, publish_mutex_wait, &a, 0, cancelable);
         unlink_waiter(m, &n);
-        if (r != kRetry && r != kRetryFree) return r;  // 0: handed over (owner set), or -ECANCELED
-        woken = r == kRetry;  // woken by unlock: kWoken was set for us
-        if (spin_acquire(m, &woken)) {
-            m->owner.store(me, std::memory_order_relaxed);
+        if (r == 0) {  // handed over (owner already set): now running
+            clear_bits(m, M::kPending);
             return 0;
         }
-        if (cancelable && self->cancel_pending()) {
+        if (r != kRetry && r != kRetryFree) return r;  // -ECANCELED
+        woken = r == kRetry;  // woken by unlock: kWoken was set for us
+        if (cancelable && self && self->cancel_pending()) {
             if (woken) drop_woken(m);
             return -ECANCELED;
         }
@@ -243,14 +275,15 @@ void mutex_unlock_as(M *m, uintptr_t id) {
             s = m->state.load(std::memory_order_relaxed);
             continue;
         }
-        // Nobody to wake, or a woken waiter is about to try: just release.
-        bool quiet = !(s & M::kQueued) || ((s & M::kWoken) && !(s & M::kStarving));
+        // Nobody to serve, or a woken waiter is about to try: just release.
+        bool quiet = !(s & M::kQueued) ||
+                     ((s & M::kWoken) && !(s & (M::kStarving | M::kHandoff)));
         if (!quiet) break;
         if (m->state.compare_exchange_weak(s, s & ~M::kLocked, std::memory_order_release,
                                            std::memory_order_relaxed))
             return;
     }
-    release_to_waiters(m);
+    serve_waiters(m);
 }
 
 uintptr_t caller_owner_id() {

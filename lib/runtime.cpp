@@ -142,6 +142,7 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
     m.id = 1;
     m.rt = rt;
     m.state.store(Task::kRunning, std::memory_order_relaxed);
+    m.on_cpu.store(true, std::memory_order_relaxed);
     m.refs.store(1, std::memory_order_relaxed);
     std::strcpy(m.name, "main");
     san_adopt_current(&m.san);

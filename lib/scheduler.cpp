@@ -293,10 +293,11 @@ Task *find_work(Worker *w) {
         if ((t = runnable(w, fairness_pick(w)))) return t;
     if (!w->inbox.empty() && (t = runnable(w, w->inbox.pop()))) return t;
     if (w->spawned.size() > 0 && (t = runnable(w, w->spawned.pop()))) return t;
-    if ((t = w->ready.pop())) return t;
+    // The ring may hold tasks that never ran (injection batches, overflow).
+    if ((t = runnable(w, w->ready.pop()))) return t;
     if ((t = runnable(w, take_injected(w)))) return t;
     if (w->timers.next_deadline() != UINT64_MAX && w->timers.fire_expired(now_ns()) &&
-        (t = w->ready.pop()))
+        (t = runnable(w, w->ready.pop())))
         return t;
     return runnable(w, steal(w));
 }
@@ -323,6 +324,8 @@ void switch_to(Worker *w, Task *next, SwitchMsg *msg) {
     void **save = prev ? &prev->sp : &w->idle_sp;
     void *load = next ? next->sp : w->idle_sp;
     w->current = next;
+    if (prev) prev->on_cpu.store(false, std::memory_order_relaxed);
+    if (next) next->on_cpu.store(true, std::memory_order_relaxed);
     san_before_switch(prev ? &prev->san : &w->idle_san, next ? &next->san : &w->idle_san,
                       msg->kind == SwitchMsg::kRecycle);
     auto *in = static_cast<SwitchMsg *>(kio_ctx_switch(save, load, msg));

@@ -18,12 +18,17 @@ namespace kio {
 //   kQLock     the waiter list is being edited; while it is set only the
 //              holder changes `state` (every other update is a CAS that
 //              expects the bit clear)
-//   kWoken     a waiter was woken to compete and has not tried yet: unlock
-//              need not wake another
-//   kStarving  the first waiter has waited too long: unlock hands ownership
-//              to it, and newcomers queue instead of barging
+//   kWoken     a waiter was woken to compete (or a spinner stands in for
+//              one) and has not tried yet: unlock need not wake another
+//   kStarving  a waiter has waited too long: unlock hands off, newcomers
+//              queue instead of barging
+//   kHandoff   the front waiter queued behind a switched-out holder: unlock
+//              hands off to it
+//   kPending   handed off to a waiter that has not resumed yet (it is not
+//              running, but not because it holds the mutex across a switch)
 struct MutexImpl {
-    static constexpr uintptr_t kLocked = 1, kQueued = 2, kQLock = 4, kWoken = 8, kStarving = 16;
+    static constexpr uintptr_t kLocked = 1, kQueued = 2, kQLock = 4, kWoken = 8, kStarving = 16,
+                               kHandoff = 32, kPending = 64;
     std::atomic<uintptr_t> state;
     std::atomic<uintptr_t> owner;
     WaitList waiters;

@@ -57,6 +57,7 @@ struct alignas(64) Task {
 
     // Lifecycle.
     std::atomic<uint8_t> state{kNew};
+    std::atomic<bool> on_cpu{false};  // running on a worker right now (a hint for spinners)
     std::atomic<uint32_t> handle{kLive};
     std::atomic<uint32_t> refs{0};
 
