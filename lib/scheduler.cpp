@@ -144,8 +144,14 @@ void ready(Task *t) {
         return;
     }
     Worker *w = current_worker();
-    if (w && w->rt == rt) push_ready(w, t);
-    else rt->inject.push(t);
+    if (w && w->rt == rt) {
+        push_ready(w, t);
+        // An idle context that readies a single fiber is about to run it
+        // itself: nothing for another worker to do.
+        if (!w->current && w->ready.size() <= 1) return;
+    } else {
+        rt->inject.push(t);
+    }
     notify(rt);
 }
 
@@ -312,7 +318,13 @@ void after_switch(SwitchMsg *in) {
     FiberSan *self = w->current ? &w->current->san : &w->idle_san;
     FiberSan *prev = in->prev ? &in->prev->san : &w->idle_san;
     san_after_switch(self, prev);
-    handle(w, in);
+    // The fiber that left counts as running until its switch message is
+    // handled: a mutex holder parking on a condition releases the mutex
+    // there, and lockers should spin through that, not park behind it.
+    // (A hint only: the fiber may already run elsewhere when this lands.)
+    Task *left = in->kind == SwitchMsg::kRecycle ? nullptr : in->prev;
+    handle(w, in);  // `in` may be gone after this: it lives on the left fiber's stack
+    if (left) left->on_cpu.store(false, std::memory_order_relaxed);
 }
 
 // Leaves the running context of w (w->current, or the idle context when it is
@@ -324,7 +336,6 @@ void switch_to(Worker *w, Task *next, SwitchMsg *msg) {
     void **save = prev ? &prev->sp : &w->idle_sp;
     void *load = next ? next->sp : w->idle_sp;
     w->current = next;
-    if (prev) prev->on_cpu.store(false, std::memory_order_relaxed);
     if (next) next->on_cpu.store(true, std::memory_order_relaxed);
     san_before_switch(prev ? &prev->san : &w->idle_san, next ? &next->san : &w->idle_san,
                       msg->kind == SwitchMsg::kRecycle);

@@ -53,21 +53,20 @@ void fire_all_due(Worker *w) {
 // Looks for work for up to kSpinNs. At most half the workers spin at once.
 Task *spin(Worker *w) {
     Runtime *rt = w->rt;
-    int limit = int(rt->nstarted.load(std::memory_order_relaxed) / 2);
+    int limit = int(rt->nstarted.load(std::memory_order_relaxed));
     if (limit < 1) limit = 1;
     if (rt->nspinning.load(std::memory_order_relaxed) >= limit) return nullptr;
     rt->nspinning.fetch_add(1, std::memory_order_seq_cst);
-    uint64_t start = now_ns(), polled = start;
+    uint64_t start = now_ns();
     Task *t = nullptr;
     for (;;) {
-        for (int i = 0; i < 32; i++) cpu_relax();
+        // A plain delay loop, not PAUSE: in a VM, a PAUSE loop triggers
+        // pause-loop exits that deschedule the spinning vCPU.
+        for (int i = 0; i < 200; i++) __asm__ volatile("" ::: "memory");
         if ((t = find_work(w))) break;
         uint64_t now = now_ns();
         if (now - start >= kSpinNs) break;
-        if (now - polled >= kSpinPollNs) {
-            polled = now;
-            poll_worker(w, 0);
-        }
+        if (now - w->last_poll >= kSpinPollNs) poll_worker(w, 0);
     }
     // The last spinner to find work wakes a sleeper if more work is waiting,
     // since producers skip the doorbell while someone spins.
