@@ -89,8 +89,8 @@ KIO_API void kio_options_init(kio_options *opts) KIO_NOEXCEPT;
  * kio_options of version 0.1 (the fields above). stack_size is rounded up to a
  * whole number of pages; each stack also gets a guard page below it.
  *
- * Errors: -EINVAL (out NULL, bad opts->size, unknown backend, stack_size too
- * small: under 16 KiB, or threads over 1024), -ENOTSUP (a backend this
+ * Errors: -EINVAL (out NULL, bad opts->size, unknown backend, stack_size
+ * under 16 KiB or over 1 GiB, threads over 1024), -ENOTSUP (a backend this
  * platform lacks), -EBUSY (the calling thread is already part of a runtime),
  * -ENOMEM, or the errno of a failed system call (epoll_create1, ...).
  * Thread safety: any plain thread. */
@@ -99,8 +99,9 @@ KIO_API int kio_runtime_create(const kio_options *opts, kio_runtime **out) KIO_N
 /* Cancels every task still running (detached ones included), waits for all of
  * them to finish, joins the workers and frees everything. Task handles of the
  * runtime are invalid afterwards. Tasks that were never started still run,
- * with cancellation already requested. Must be called from the main fiber on
- * the thread that created the runtime; after it returns the thread is a plain
+ * with cancellation already requested. Must be called from the runtime's main
+ * fiber (which may have migrated to another worker thread: destroy moves it
+ * back), and returns on the thread that created the runtime, which is a plain
  * thread again. It waits for tasks that ignore cancellation (a task that never
  * reaches a kio call keeps it waiting).
  * Errors: -EINVAL (rt NULL or not a live runtime), -EPERM (not called from the
@@ -145,11 +146,13 @@ KIO_API void kio_spawn_options_init(kio_spawn_options *opts) KIO_NOEXCEPT;
 KIO_API int kio_spawn(kio_runtime *rt, kio_fn fn, void *arg, kio_task **out) KIO_NOEXCEPT;
 
 /* kio_spawn with options (opts may be NULL). The task is named (for kio_dump
- * and debuggers), may have its own stack size and may be pinned. If the call
- * fails after opts was found valid, opts->arg_destructor (if set) has been
- * called with arg: the task never runs, and kio owns arg from the moment of
- * the call. Errors: those of kio_spawn, plus -EINVAL for a bad opts->size or a
- * stack_size under 16 KiB. */
+ * and debuggers), may have its own stack size (reserved at once, so that
+ * -ENOMEM is reported here) and may be pinned. Unless opts->size is invalid
+ * (then nothing in opts can be trusted and -EINVAL is returned at once), kio
+ * owns arg from the moment of the call: if the call fails, the task never runs
+ * and opts->arg_destructor (if set) has been called with arg.
+ * Errors: those of kio_spawn, plus -EINVAL for a bad opts->size or a
+ * stack_size under 16 KiB or over 1 GiB. */
 KIO_API int kio_spawn_ex(kio_runtime *rt, kio_fn fn, void *arg, const kio_spawn_options *opts,
                          kio_task **out) KIO_NOEXCEPT;
 
@@ -179,8 +182,10 @@ KIO_API int kio_detach(kio_task *task) KIO_NOEXCEPT;
 
 /* Waits until at least one of tasks[0..count) has finished and stores the
  * lowest index of a finished task in *index. Consumes nothing. A cancellation
- * point. Errors: -EINVAL (tasks or index NULL, count 0, a NULL or consumed
- * handle), -ECANCELED, -ENOMEM (count over 16 needs an allocation).
+ * point (when no task has finished yet). Errors: -EINVAL (tasks or index
+ * NULL, count 0 or over 2^30, a NULL, consumed or detached handle), -EDEADLK
+ * (the caller is among the tasks), -ECANCELED, -ENOMEM (count over 16 needs
+ * an allocation).
  * Thread safety: any thread; plain threads block. */
 KIO_API int kio_select(kio_task *const *tasks, size_t count, size_t *index) KIO_NOEXCEPT;
 
@@ -190,8 +195,9 @@ KIO_API int kio_select(kio_task *const *tasks, size_t count, size_t *index) KIO_
  * CPU-bound loops. Errors: -EPERM from a plain thread, -ECANCELED. */
 KIO_API int kio_yield(void) KIO_NOEXCEPT;
 
-/* The id of the calling task (the main fiber is 1; spawned tasks count up from
- * 2 in each runtime), or 0 on a plain thread. */
+/* The id of the calling task, or 0 on a plain thread. Ids are unique within a
+ * runtime (the main fiber is 1, spawned tasks get larger ids, not necessarily
+ * in spawn order). */
 KIO_API uint64_t kio_task_id(void) KIO_NOEXCEPT;
 
 /* ---------------------------------------------------------------------------
@@ -224,19 +230,26 @@ KIO_API uint64_t kio_now(void) KIO_NOEXCEPT;
 
 /* Parks the calling fiber for at least ns nanoseconds (a plain thread sleeps).
  * kio_sleep(0) yields. A cancellation point; from a plain thread it cannot be
- * canceled. Errors: -ECANCELED. */
+ * canceled. Errors: -ECANCELED, -ENOMEM (the timer could not be queued). */
 KIO_API int kio_sleep(uint64_t ns) KIO_NOEXCEPT;
 
 /* Parks until kio_now() >= deadline; returns at once if that has passed.
- * A cancellation point. Errors: -ECANCELED. */
+ * A cancellation point. Errors: -ECANCELED, -ENOMEM. */
 KIO_API int kio_sleep_until(uint64_t deadline) KIO_NOEXCEPT;
 
 /* ---------------------------------------------------------------------------
  * Mutex and condition
  *
  * Fiber-aware: a fiber that must wait parks (its worker runs other fibers); a
- * plain thread that must wait blocks. Both can share one mutex. Waiters are
- * served in FIFO order and unlock hands ownership straight to the first one.
+ * plain thread that must wait blocks. Both can share one mutex. A locker that
+ * finds the mutex held by a running fiber spins briefly, then waits in a FIFO
+ * queue. Unlock serves the queue in order: it hands ownership straight to the
+ * first waiter (which then cannot be overtaken) when the holder kept the
+ * mutex across a park or yield, or when that waiter has waited 1 ms or more;
+ * otherwise it releases the mutex and wakes the first waiter, which competes
+ * with fibers that are running and keeps its place at the front if it loses.
+ * So a waiter is overtaken for at most about 1 ms, and short critical
+ * sections do not turn into lock convoys (the policy of Go's sync.Mutex).
  * No destroy is needed: an all-zero object (static storage, KIO_MUTEX_INIT,
  * memset 0) is a valid unlocked mutex / empty condition. Neither may be moved
  * or copied while in use. They are not tied to one runtime.
@@ -262,14 +275,15 @@ KIO_API void kio_mutex_init(kio_mutex *m) KIO_NOEXCEPT;
  * -ECANCELED. Thread safety: any thread. */
 KIO_API int kio_mutex_lock(kio_mutex *m) KIO_NOEXCEPT;
 
-/* Locks m if it is free right now. Returns 0 or -EBUSY (held, by anyone
- * including the caller); -EINVAL for NULL. Never parks. */
+/* Locks m if it is free right now (and no waiter is owed a hand-off). Returns
+ * 0 or -EBUSY (held, by anyone including the caller); -EINVAL for NULL. Never
+ * parks. */
 KIO_API int kio_mutex_trylock(kio_mutex *m) KIO_NOEXCEPT;
 
-/* Unlocks m; if fibers or threads are waiting, ownership passes to the first
- * of them. Ownership belongs to the task (or plain thread) that locked m: an
- * unlock by anyone else, or of an unlocked mutex, is detected and ignored
- * (m is left as it was). NULL is ignored. */
+/* Unlocks m and serves the first waiter, if any (hand-off or wakeup, see
+ * above). Never parks. Ownership belongs to the task (or plain thread) that
+ * locked m: an unlock by anyone else, or of an unlocked mutex, is detected
+ * and ignored (m is left as it was). NULL is ignored. */
 KIO_API void kio_mutex_unlock(kio_mutex *m) KIO_NOEXCEPT;
 
 /* Initializes c to the empty state (same as KIO_COND_INIT). */
@@ -284,7 +298,8 @@ KIO_API void kio_cond_init(kio_cond *c) KIO_NOEXCEPT;
 KIO_API int kio_cond_wait(kio_cond *c, kio_mutex *m) KIO_NOEXCEPT;
 
 /* kio_cond_wait with an absolute deadline in the kio_now() time base.
- * Errors: also -ETIMEDOUT when the deadline passes first (m is re-locked). */
+ * Errors: also -ETIMEDOUT when the deadline passes first (m is re-locked),
+ * and -ENOMEM if the timer could not be queued. */
 KIO_API int kio_cond_wait_until(kio_cond *c, kio_mutex *m, uint64_t deadline) KIO_NOEXCEPT;
 
 /* Wakes the longest-waiting waiter of c, if any. NULL is ignored. Signalers

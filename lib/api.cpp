@@ -1,5 +1,6 @@
 // Version and error strings.
 #include <cerrno>
+#include <climits>
 #include <cstring>
 
 #include "util.h"
@@ -13,6 +14,7 @@ KIO_EXPORT const char *kio_version(void) noexcept {
 }
 
 KIO_EXPORT const char *kio_strerror(int err) noexcept {
+    if (err == INT_MIN) return "Unknown error";  // -INT_MIN overflows
     if (err < 0) err = -err;
     switch (err) {
     case 0: return "Success";

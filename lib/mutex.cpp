@@ -10,9 +10,10 @@
 //   hand-off  ownership passes straight to the first waiter, which cannot be
 //             overtaken. Used when that waiter queued behind a holder that
 //             was not running (it kept the mutex across a park or yield: a
-//             long critical section, where fairness costs nothing), and for
-//             every waiter once one has waited kStarveAfter (starvation mode,
-//             which also stops newcomers from barging).
+//             long critical section, where fairness costs nothing), when it
+//             has waited kStarveAfter, and for every waiter once a woken
+//             waiter lost races for that long (starvation mode, which also
+//             stops newcomers from barging).
 //   wake      the mutex is released and the first waiter woken to try again;
 //             a fiber that is running may take the mutex first, and the
 //             waiter then goes back to the front of the queue. Used for
@@ -55,7 +56,9 @@ inline uintptr_t owner_id_of(Task *self) {
 // the mutex, so the slot is live.
 bool owner_switched_out(M *m) {
     if (m->state.load(std::memory_order_relaxed) & M::kPending) return false;
-    uintptr_t o = m->owner.load(std::memory_order_relaxed);
+    // Acquire pairs with the owner's release store: the Task it names is
+    // fully visible (a hint, but one that must not read stale memory).
+    uintptr_t o = m->owner.load(std::memory_order_acquire);
     if (!o || (o & 1)) return false;
     return !reinterpret_cast<Task *>(o)->on_cpu.load(std::memory_order_relaxed);
 }
@@ -65,14 +68,21 @@ bool owner_running(M *m) {
     return !(m->state.load(std::memory_order_relaxed) & M::kPending) && !owner_switched_out(m);
 }
 
-// Barging acquisition: not while hand-off is due.
+// Barging acquisition: not while hand-off is due. The queue lock bit is held
+// only for a few instructions, so a free mutex is not reported busy for it.
 bool try_acquire(M *m) {
     uintptr_t s = m->state.load(std::memory_order_relaxed);
-    while (!(s & (M::kLocked | M::kQLock | M::kStarving)))
+    for (;;) {
+        if (s & (M::kLocked | M::kStarving)) return false;
+        if (s & M::kQLock) {
+            cpu_relax();
+            s = m->state.load(std::memory_order_relaxed);
+            continue;
+        }
         if (m->state.compare_exchange_weak(s, s | M::kLocked, std::memory_order_acquire,
                                            std::memory_order_relaxed))
             return true;
-    return false;
+    }
 }
 
 // Takes the queue lock bit; returns the state with the bit set.
@@ -145,12 +155,13 @@ void serve_waiters(M *m) {
     bool handed = false, woke = false;
     while (WaitNode *n = m->waiters.head) {
         Waiter *w = n->waiter;
-        bool handoff = (s & M::kStarving) || n->value;
+        uint64_t waited = now_ns() - w->since;
+        bool handoff = (s & M::kStarving) || n->value || waited >= kStarveAfter;
         // Ownership is set before the claim: a waiter claimed during its
         // publication may run (and unlock) as soon as the claim lands.
-        if (handoff) m->owner.store(w->owner_id, std::memory_order_relaxed);
+        if (handoff) m->owner.store(w->owner_id, std::memory_order_release);
         // Leave starvation mode once a waiter is served promptly again.
-        bool prompt = (s & M::kStarving) && now_ns() - w->since < kStarveAfter;
+        bool prompt = (s & M::kStarving) && waited < kStarveAfter;
         Claim c = claim(w, handoff ? 0 : kRetry);
         m->waiters.remove(n);
         if (c == Claim::kLost) continue;  // canceled meanwhile
@@ -229,7 +240,7 @@ int mutex_lock(M *m, bool cancelable) {
     uintptr_t s = 0;
     if (KIO_LIKELY(m->state.compare_exchange_strong(s, M::kLocked, std::memory_order_acquire,
                                                     std::memory_order_relaxed))) {
-        m->owner.store(me, std::memory_order_relaxed);
+        m->owner.store(me, std::memory_order_release);
         return 0;
     }
     if ((s & M::kLocked) && m->owner.load(std::memory_order_relaxed) == me) return -EDEADLK;
@@ -238,7 +249,7 @@ int mutex_lock(M *m, bool cancelable) {
     bool front = false;
     for (;;) {
         if (spin_acquire(m, &woken)) {
-            m->owner.store(me, std::memory_order_relaxed);
+            m->owner.store(me, std::memory_order_release);
             return 0;
         }
         if (!since) since = now_ns();
@@ -307,7 +318,7 @@ KIO_EXPORT int kio_mutex_lock(kio_mutex *m) noexcept {
 KIO_EXPORT int kio_mutex_trylock(kio_mutex *m) noexcept {
     if (!m) return -EINVAL;
     if (!try_acquire(impl(m))) return -EBUSY;
-    impl(m)->owner.store(caller_owner_id(), std::memory_order_relaxed);
+    impl(m)->owner.store(caller_owner_id(), std::memory_order_release);
     return 0;
 }
 

@@ -105,7 +105,7 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
     }
     if (threads > kMaxThreads) return -EINVAL;
     size_t stack = o.stack_size ? o.stack_size : kDefaultStackSize;
-    if (stack < kMinStackSize) return -EINVAL;
+    if (stack < kMinStackSize || stack > kMaxStackSize) return -EINVAL;
     size_t ps = StackPool::page_size();
     stack = (stack + ps - 1) / ps * ps;
 

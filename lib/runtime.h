@@ -20,6 +20,7 @@ namespace kio {
 
 constexpr size_t kDefaultStackSize = 64 * 1024;
 constexpr size_t kMinStackSize = 16 * 1024;
+constexpr size_t kMaxStackSize = size_t(1) << 30;
 constexpr size_t kIdleStackSize = 256 * 1024;
 constexpr unsigned kMaxThreads = 1024;
 

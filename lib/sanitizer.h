@@ -64,6 +64,7 @@ struct FiberSan {
 #endif
 #if KIO_TSAN
     void *tsan_fiber = nullptr;
+    bool owned = false;  // created by kio (not a thread's own context)
 #endif
 };
 
@@ -79,22 +80,27 @@ inline void san_set_stack(FiberSan *s, const void *bottom, size_t size) {
 inline void san_adopt_current(FiberSan *s) {
 #if KIO_TSAN
     s->tsan_fiber = __tsan_get_current_fiber();
+    s->owned = false;
 #endif
     (void)s;
 }
 
 inline void san_create(FiberSan *s) {
 #if KIO_TSAN
-    if (!s->tsan_fiber) s->tsan_fiber = __tsan_create_fiber(0);
+    s->tsan_fiber = __tsan_create_fiber(0);
+    s->owned = true;
 #endif
     (void)s;
 }
 
-// Called from another context once s can never run again.
+// Called from another context once s can never run again. ThreadSanitizer
+// fibers are not reused: one keeps the shadow call stack of the fiber that
+// exited through it, and reuse would grow it without bound.
 inline void san_destroy(FiberSan *s) {
 #if KIO_TSAN
-    if (s->tsan_fiber) __tsan_destroy_fiber(s->tsan_fiber);
+    if (s->owned) __tsan_destroy_fiber(s->tsan_fiber);
     s->tsan_fiber = nullptr;
+    s->owned = false;
 #endif
 #if KIO_ASAN
     s->fake_stack = nullptr;

@@ -33,20 +33,6 @@ constexpr size_t kInjectBatch = 32;
 // partner in a ping-pong) and runs there soon, without a cross-thread trip.
 constexpr uint64_t kSingleStealDelay = 5 * 1000;  // ns
 
-struct SwitchMsg {
-    enum Kind : uint8_t { kNothing, kReschedule, kPublish, kRecycle, kMigrate };
-    Kind kind = kNothing;
-    Task *prev = nullptr;
-    // kPublish
-    Waiter *waiter = nullptr;
-    PublishFn publish = nullptr;
-    void *arg = nullptr;
-    uint64_t deadline = 0;
-    bool cancelable = false;
-    // kMigrate
-    Worker *target = nullptr;
-};
-
 // A full memory barrier for the Dekker-style handshakes between producers and
 // sleeping workers. ThreadSanitizer does not model fences, so its build uses a
 // sequentially consistent read-modify-write instead (a full barrier on every
@@ -121,7 +107,11 @@ bool wake_one_sleeper(Runtime *rt) {
 }  // namespace
 
 void notify(Runtime *rt) {
-    if (rt->nthreads == 1) return;  // the only worker is the one running this
+    if (rt->nthreads == 1) {
+        // The only worker: nothing to do if it is the caller, else ring it.
+        if (current_worker() != &rt->workers[0]) wake_worker(&rt->workers[0]);
+        return;
+    }
     full_fence();  // order the caller's queue push before reading the idle counts
     if (rt->nspinning.load(std::memory_order_relaxed) > 0) return;  // a spinner will find it
     if (rt->nsleeping.load(std::memory_order_relaxed) > 0 && wake_one_sleeper(rt)) return;
@@ -167,22 +157,21 @@ void submit_new(Runtime *rt, Task *t) {
 namespace {
 
 // Gives a task that never ran a stack and a first frame. False when out of
-// memory (the task then waits in the injection queue for a later try).
+// memory for a default-size stack (the task then waits in the injection
+// queue for a later try; a stack of another size was allocated at spawn, so
+// that kio_spawn_ex could report -ENOMEM).
 bool prepare_fiber(Worker *w, Task *t) {
     Runtime *rt = w->rt;
-    size_t size = t->stack_size ? t->stack_size : rt->default_stack();
-    Stack s;
-    if (size == rt->default_stack()) {
+    Stack s = t->stack;  // tasks with their own stack size got it at spawn
+    if (!s.base) {
         if (!w->nstacks) w->nstacks = rt->stacks.alloc_batch(w->stacks, Worker::kStackCache / 2);
         if (!w->nstacks) return false;
         s = w->stacks[--w->nstacks];
-    } else if (!rt->stacks.alloc(size, &s)) {
-        return false;
     }
-    t->stack = s;
     t->sp = make_context(s.top(), fiber_main, t);
     san_set_stack(&t->san, s.base, s.size);
     san_create(&t->san);
+    t->stack = s;
     if (t->pinned) t->home = w;
     t->state.store(Task::kRunning, std::memory_order_release);
     return true;
@@ -314,7 +303,7 @@ Task *find_work(Worker *w) {
 namespace {
 
 void after_switch(SwitchMsg *in) {
-    Worker *w = current_worker();
+    Worker *w = in->worker;
     FiberSan *self = w->current ? &w->current->san : &w->idle_san;
     FiberSan *prev = in->prev ? &in->prev->san : &w->idle_san;
     san_after_switch(self, prev);
@@ -323,16 +312,23 @@ void after_switch(SwitchMsg *in) {
     // there, and lockers should spin through that, not park behind it.
     // (A hint only: the fiber may already run elsewhere when this lands.)
     Task *left = in->kind == SwitchMsg::kRecycle ? nullptr : in->prev;
-    handle(w, in);  // `in` may be gone after this: it lives on the left fiber's stack
+    handle(w, in);
     if (left) left->on_cpu.store(false, std::memory_order_relaxed);
 }
 
 // Leaves the running context of w (w->current, or the idle context when it is
-// nullptr) for next (nullptr: the idle context). Returns when something
-// resumes the leaving context, possibly on another worker.
-void switch_to(Worker *w, Task *next, SwitchMsg *msg) {
+// nullptr) for next (nullptr: the idle context), with the message the caller
+// put in w->msg. Returns when something resumes the leaving context, possibly
+// on another worker.
+//
+// The message lives in the Worker, not on the leaving fiber's stack: the
+// arriving context runs on the same thread and handles it at once, and a
+// dying fiber's stack (and, under ASan, its fake frames) is gone by then.
+void switch_to(Worker *w, Task *next) {
+    SwitchMsg *msg = &w->msg;
     Task *prev = w->current;
     msg->prev = prev;
+    msg->worker = w;
     void **save = prev ? &prev->sp : &w->idle_sp;
     void *load = next ? next->sp : w->idle_sp;
     w->current = next;
@@ -405,8 +401,14 @@ void handle(Worker *w, SwitchMsg *m) {
     case SwitchMsg::kNothing:
         return;
     case SwitchMsg::kReschedule:
-        if (m->prev->home) m->prev->home->inbox.push(m->prev);
-        else push_ready(w, m->prev);
+        if (m->prev->home) {
+            m->prev->home->inbox.push(m->prev);
+        } else {
+            push_ready(w, m->prev);
+            // The next fiber may never yield: another worker must be able
+            // to take the one that did.
+            notify(w->rt);
+        }
         return;
     case SwitchMsg::kPublish:
         publish_parked(w, m);
@@ -435,46 +437,46 @@ void fiber_main(void *msg, void *arg) {
 
 void park_current(Waiter *wt, PublishFn publish, void *arg, uint64_t deadline, bool cancelable) {
     Worker *w = current_worker();
-    SwitchMsg m;
+    Task *next = find_work(w);
+    SwitchMsg &m = w->msg;
     m.kind = SwitchMsg::kPublish;
     m.waiter = wt;
     m.publish = publish;
     m.arg = arg;
     m.deadline = deadline;
     m.cancelable = cancelable;
-    switch_to(w, find_work(w), &m);
+    switch_to(w, next);
 }
 
 int yield_current() {
     Worker *w = current_worker();
     Task *next = find_work(w);
     if (!next) return 0;  // nothing else is runnable here
-    SwitchMsg m;
-    m.kind = SwitchMsg::kReschedule;
-    switch_to(w, next, &m);
+    w->msg.kind = SwitchMsg::kReschedule;
+    switch_to(w, next);
     return 0;
 }
 
 void migrate_current(Worker *to) {
     Worker *w = current_worker();
     if (w == to) return;
-    SwitchMsg m;
-    m.kind = SwitchMsg::kMigrate;
-    m.target = to;
-    switch_to(w, find_work(w), &m);
+    Task *next = find_work(w);
+    w->msg.kind = SwitchMsg::kMigrate;
+    w->msg.target = to;
+    switch_to(w, next);
 }
 
 [[noreturn]] void exit_fiber() {
     Worker *w = current_worker();
-    SwitchMsg m;
-    m.kind = SwitchMsg::kRecycle;
-    switch_to(w, find_work(w), &m);
+    Task *next = find_work(w);
+    w->msg.kind = SwitchMsg::kRecycle;
+    switch_to(w, next);
     __builtin_unreachable();
 }
 
 void run_from_idle(Worker *w, Task *t) {
-    SwitchMsg m;
-    switch_to(w, t, &m);
+    w->msg.kind = SwitchMsg::kNothing;
+    switch_to(w, t);
 }
 
 void poll_worker(Worker *w, uint64_t deadline) {

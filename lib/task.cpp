@@ -161,7 +161,7 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
     }
     size_t stack_size = 0;
     if (opts && opts->stack_size) {
-        if (opts->stack_size < kMinStackSize) return fail(-EINVAL);
+        if (opts->stack_size < kMinStackSize || opts->stack_size > kMaxStackSize) return fail(-EINVAL);
         size_t ps = StackPool::page_size();
         stack_size = (opts->stack_size + ps - 1) / ps * ps;
         if (stack_size == rt->default_stack()) stack_size = 0;
@@ -169,8 +169,15 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
     Task *self = current_task();
     bool inside = self && self->rt == rt;  // a task of rt (may spawn during shutdown)
     if (rt->shutting_down.load(std::memory_order_acquire) && !inside) return fail(-ECANCELED);
+    // A stack of a non-default size is reserved now, so that running out of
+    // memory is reported here rather than when the task first runs.
+    Stack own;
+    if (stack_size && !rt->stacks.alloc(stack_size, &own)) return fail(-ENOMEM);
     Task *t = alloc_task(rt);
-    if (!t) return fail(-ENOMEM);
+    if (!t) {
+        if (stack_size) rt->stacks.free(own);
+        return fail(-ENOMEM);
+    }
 
     t->gen.store(t->gen.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     Worker *w = current_worker();
@@ -190,7 +197,7 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
     t->arg = arg;
     t->result = nullptr;
     t->sp = nullptr;
-    t->stack = Stack{};
+    t->stack = stack_size ? own : Stack{};
     t->stack_size = stack_size;
     t->home = nullptr;
     t->pinned = opts && opts->pinned;

@@ -13,14 +13,18 @@ namespace {
 constexpr uint64_t kSpinNs = 50 * 1000;       // how long an idle worker keeps looking
 constexpr uint64_t kSpinPollNs = 20 * 1000;   // how often a spinner polls its poller
 
-// Work that another worker (or this one) could run: seen after announcing
-// sleep, it cancels the sleep. Pairs with notify(): either the producer sees
-// us sleeping, or we see its work.
-bool work_visible(Runtime *rt) {
-    if (!rt->inject.empty()) return true;
+// Work this worker could run: its own queues, the injection queue, and what
+// it could steal (not other workers' inboxes: only their owner runs those).
+// Seen after announcing sleep, it cancels the sleep. Pairs with notify():
+// either the producer sees us sleeping, or we see its work.
+bool work_visible(Worker *w) {
+    Runtime *rt = w->rt;
+    if (!rt->inject.empty() || w->has_local_work()) return true;
     unsigned n = rt->nstarted.load(std::memory_order_acquire);
-    for (unsigned i = 0; i < n; i++)
-        if (rt->workers[i].has_local_work()) return true;
+    for (unsigned i = 0; i < n; i++) {
+        Worker *v = &rt->workers[i];
+        if (v != w && (v->ready.size() > 0 || v->spawned.size() > 0)) return true;
+    }
     return false;
 }
 
@@ -70,7 +74,7 @@ Task *spin(Worker *w) {
     }
     // The last spinner to find work wakes a sleeper if more work is waiting,
     // since producers skip the doorbell while someone spins.
-    if (rt->nspinning.fetch_sub(1, std::memory_order_seq_cst) == 1 && t && work_visible(rt))
+    if (rt->nspinning.fetch_sub(1, std::memory_order_seq_cst) == 1 && t && work_visible(w))
         notify(rt);
     return t;
 }
@@ -81,7 +85,7 @@ void sleep(Worker *w) {
     w->sleep_until.store(deadline, std::memory_order_seq_cst);
     w->sleep_state.store(Worker::kSleeping, std::memory_order_seq_cst);
     rt->nsleeping.fetch_add(1, std::memory_order_seq_cst);
-    if (!work_visible(rt) && !rt->exiting.load(std::memory_order_seq_cst)) poll_worker(w, deadline);
+    if (!work_visible(w) && !rt->exiting.load(std::memory_order_seq_cst)) poll_worker(w, deadline);
     rt->nsleeping.fetch_sub(1, std::memory_order_seq_cst);
     w->sleep_state.store(Worker::kAwake, std::memory_order_seq_cst);
     w->sleep_until.store(UINT64_MAX, std::memory_order_relaxed);

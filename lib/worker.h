@@ -28,6 +28,25 @@
 namespace kio {
 
 struct Runtime;
+struct Worker;
+
+// What a context that switches away leaves for the one that arrives (which
+// runs on the same worker and handles it before anything else): the
+// switch-then-publish step. See scheduler.cpp.
+struct SwitchMsg {
+    enum Kind : uint8_t { kNothing, kReschedule, kPublish, kRecycle, kMigrate };
+    Kind kind = kNothing;
+    Task *prev = nullptr;      // the context that left (nullptr: the idle context)
+    Worker *worker = nullptr;  // where the switch happened
+    // kPublish
+    Waiter *waiter = nullptr;
+    PublishFn publish = nullptr;
+    void *arg = nullptr;
+    uint64_t deadline = 0;
+    bool cancelable = false;
+    // kMigrate
+    Worker *target = nullptr;
+};
 
 struct alignas(kCacheLine) Worker {
     enum : uint32_t { kAwake, kSleeping, kNotified };
@@ -39,6 +58,7 @@ struct alignas(kCacheLine) Worker {
 
     // Owner thread only.
     Task *current = nullptr;  // running fiber; nullptr while the idle context runs
+    SwitchMsg msg;            // the message of the switch in progress
     void *idle_sp = nullptr;  // saved idle context
     FiberSan idle_san;
     Stack idle_stack;         // worker 0 only

@@ -48,14 +48,14 @@ for stage in "${stages[@]}"; do
             -Dbenchmarks=false
         ASAN_OPTIONS=detect_stack_use_after_return=1:detect_leaks=1:abort_on_error=1 \
         UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-        KIO_STRESS_SCALE=20 run_suite build-asan --timeout-multiplier 3
+        KIO_STRESS_SCALE=10 run_suite build-asan --timeout-multiplier 3
         ;;
     tsan)
         banner "ThreadSanitizer: every test"
         setup build-tsan --buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false \
             -Dbenchmarks=false
         TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-        KIO_STRESS_SCALE=10 run_suite build-tsan --timeout-multiplier 4
+        KIO_STRESS_SCALE=1 run_suite build-tsan --timeout-multiplier 4
         ;;
     valgrind)
         banner "valgrind: core tests, no leaks"

@@ -1,0 +1,473 @@
+// Stress: large counts, races between workers, repetition. Every test checks
+// an exact total. Counts scale with KIO_STRESS_SCALE (percent, default 100).
+#include <dirent.h>
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "kio_test_util.h"
+
+using kt::iv;
+using kt::kHour;
+using kt::kMs;
+using kt::kSec;
+using kt::kUs;
+using kt::scaled;
+using kt::vi;
+
+namespace {
+
+int count_dir(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return -1;
+    int n = 0;
+    while (dirent *e = readdir(d))
+        if (e->d_name[0] != '.') n++;
+    closedir(d);
+    return n - (std::strcmp(path, "/proc/self/fd") == 0 ? 1 : 0);
+}
+
+void *ret_arg(void *arg) { return arg; }
+
+}  // namespace
+
+TEST(Stress, MillionSpawnAwait) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    const uint64_t n = scaled(1000000);
+    uint64_t sum = 0, failures = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        kio_task *t;
+        if (kio_spawn(nullptr, ret_arg, iv(intptr_t(i & 0xffff)), &t) != 0) {
+            failures++;
+            continue;
+        }
+        void *res = nullptr;
+        if (kio_await(t, &res) != 0) failures++;
+        sum += uint64_t(vi(res));
+    }
+    uint64_t expect = 0;
+    for (uint64_t i = 0; i < n; i++) expect += i & 0xffff;
+    EXPECT_EQ(failures, 0u);
+    EXPECT_EQ(sum, expect);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Stress, SpawnTreeSumIsExact) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    // A binary tree of tasks: each node spawns two children and sums them.
+    struct Node {
+        static void *run(void *arg) {
+            intptr_t depth = vi(arg);
+            if (depth == 0) return iv(1);
+            kio_task *a, *b;
+            if (kio_spawn(nullptr, run, iv(depth - 1), &a) != 0) return iv(-1000000);
+            if (kio_spawn(nullptr, run, iv(depth - 1), &b) != 0) return iv(-1000000);
+            void *ra = nullptr, *rb = nullptr;
+            if (kio_await(a, &ra) != 0 || kio_await(b, &rb) != 0) return iv(-1000000);
+            return iv(vi(ra) + vi(rb));
+        }
+    };
+    intptr_t depth = 17;
+    while (depth > 4 && (uint64_t(1) << depth) > scaled(uint64_t(1) << 17)) depth--;
+    kio_task *root;
+    ASSERT_EQ(kio_spawn(nullptr, Node::run, iv(depth), &root), 0);
+    EXPECT_EQ(kt::await_ok(root), intptr_t(1) << depth);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Stress, EightTasksMillionMutexIncrementsOnAllWorkers) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    kio_mutex m = KIO_MUTEX_INIT;
+    const long iters = long(scaled(1000000));
+    long counter = 0;
+    std::atomic<long> errors{0};
+    std::vector<kio_task *> ts;
+    for (int i = 0; i < 8; i++)
+        ts.push_back(kt::spawn([&] {
+            for (long k = 0; k < iters; k++) {
+                if (kio_mutex_lock(&m) != 0) {
+                    errors++;
+                    continue;
+                }
+                counter++;
+                kio_mutex_unlock(&m);
+            }
+            return intptr_t(0);
+        }));
+    for (kio_task *t : ts) EXPECT_EQ(kt::await_ok(t), 0);
+    EXPECT_EQ(errors.load(), 0);
+    EXPECT_EQ(counter, 8 * iters);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Stress, CondPingPongBetweenTwoTasksOnDifferentWorkers) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    kio_mutex m = KIO_MUTEX_INIT;
+    kio_cond ping = KIO_COND_INIT, pong = KIO_COND_INIT;
+    const long rounds = long(scaled(100000));
+    int turn = 0;
+    long a_rounds = 0, b_rounds = 0;
+    std::atomic<long> errors{0}, moved{0};
+    std::atomic<int> a_started{0}, b_started{0};
+    long a_thread = 0, b_thread = 0;
+    kio_spawn_options o;
+    kio_spawn_options_init(&o);
+    o.pinned = 1;
+    // A pins itself to its worker and occupies it (no kio calls) until B has
+    // started: B therefore starts, and is pinned, on the other worker.
+    kio_task *a = kt::spawn_ex(&o, [&] {
+        a_thread = kt::os_thread_id();
+        a_started = 1;
+        while (!b_started.load()) {
+        }
+        kio_mutex_lock(&m);
+        for (long i = 0; i < rounds; i++) {
+            while (turn != 0)
+                if (kio_cond_wait(&ping, &m) != 0) errors++;
+            if (kt::os_thread_id() != a_thread) moved++;
+            a_rounds++;
+            turn = 1;
+            kio_cond_signal(&pong);
+        }
+        kio_mutex_unlock(&m);
+        return intptr_t(0);
+    });
+    ASSERT_TRUE(kt::wait_flag(a_started, 1));
+    kio_task *b = kt::spawn_ex(&o, [&] {
+        b_thread = kt::os_thread_id();
+        b_started = 1;
+        kio_mutex_lock(&m);
+        for (long i = 0; i < rounds; i++) {
+            while (turn != 1)
+                if (kio_cond_wait(&pong, &m) != 0) errors++;
+            if (kt::os_thread_id() != b_thread) moved++;
+            b_rounds++;
+            turn = 0;
+            kio_cond_signal(&ping);
+        }
+        kio_mutex_unlock(&m);
+        return intptr_t(0);
+    });
+    EXPECT_EQ(kt::await_ok(a), 0);
+    EXPECT_EQ(kt::await_ok(b), 0);
+    EXPECT_NE(a_thread, b_thread);
+    EXPECT_EQ(errors.load(), 0);
+    EXPECT_EQ(moved.load(), 0);
+    EXPECT_EQ(a_rounds, rounds);
+    EXPECT_EQ(b_rounds, rounds);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+namespace {
+constexpr intptr_t kNormal = 1, kSawCancel = 2;
+}
+
+TEST(Stress, CancelVersusCompletionRaces) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    const uint64_t n = scaled(100000);
+    constexpr uint64_t kBatch = 16;  // spawn a batch, then cancel it: others run meanwhile
+    uint64_t normal = 0, saw_cancel = 0, other = 0, errors = 0, done = 0;
+    kio_task *batch[kBatch];
+    uint64_t kind[kBatch];
+    for (uint64_t base = 0; base < n; base += kBatch) {
+        uint64_t b = std::min<uint64_t>(kBatch, n - base);
+        for (uint64_t j = 0; j < b; j++) {
+            uint64_t i = base + j;
+            kind[j] = i % 3;
+            int r;
+            switch (kind[j]) {
+            case 0:  // returns at once: never sees the request
+                r = kt::try_spawn(nullptr, [] { return kNormal; }, &batch[j]);
+                break;
+            case 1:  // one cancellation point
+                r = kt::try_spawn(nullptr, [] { return kio_yield() == -ECANCELED ? kSawCancel : kNormal; },
+                                  &batch[j]);
+                break;
+            default:  // a short park
+                r = kt::try_spawn(
+                    nullptr, [] { return kio_sleep(2 * kUs) == -ECANCELED ? kSawCancel : kNormal; }, &batch[j]);
+                break;
+            }
+            if (r != 0) {
+                errors++;
+                batch[j] = nullptr;
+            }
+        }
+        if ((base / kBatch) % 2) kio_yield();  // sometimes let some start first
+        for (uint64_t j = 0; j < b; j++) {
+            if (!batch[j]) continue;
+            void *res = nullptr;
+            if (kio_cancel(batch[j], &res) != 0) {
+                errors++;
+                continue;
+            }
+            done++;
+            if (vi(res) == kNormal) normal++;
+            else if (vi(res) == kSawCancel) saw_cancel++;
+            else other++;
+            if (kind[j] == 0 && vi(res) != kNormal) other++;
+        }
+    }
+    EXPECT_EQ(errors, 0u);
+    EXPECT_EQ(other, 0u);
+    EXPECT_EQ(done, n);
+    EXPECT_EQ(normal + saw_cancel, n);
+    std::printf("[ info ] cancel races: %llu normal, %llu saw -ECANCELED\n", (unsigned long long)normal,
+                (unsigned long long)saw_cancel);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Stress, CancelFromPlainThreadsVersusCompletion) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    kio_runtime *h = rt.get();
+    const uint64_t per_thread = scaled(20000);
+    std::atomic<uint64_t> normal{0}, saw_cancel{0}, other{0}, errors{0};
+    std::vector<std::thread> th;
+    for (int k = 0; k < 2; k++)
+        th.emplace_back([&] {
+            for (uint64_t i = 0; i < per_thread; i++) {
+                kio_task *t = nullptr;
+                if (kt::try_spawn(h, [] { return kio_yield() == -ECANCELED ? kSawCancel : kNormal; }, &t) != 0) {
+                    errors++;
+                    continue;
+                }
+                void *res = nullptr;
+                if (kio_cancel(t, &res) != 0) {
+                    errors++;
+                    continue;
+                }
+                if (vi(res) == kNormal) normal++;
+                else if (vi(res) == kSawCancel) saw_cancel++;
+                else other++;
+            }
+        });
+    for (auto &t : th) t.join();
+    EXPECT_EQ(errors.load(), 0u);
+    EXPECT_EQ(other.load(), 0u);
+    EXPECT_EQ(normal.load() + saw_cancel.load(), 2 * per_thread);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Stress, SelectAmongHundredTasksFinishingInRandomOrder) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    const uint64_t rounds = scaled(50);
+    std::mt19937 rng(777);
+    uint64_t errors = 0;
+    for (uint64_t round = 0; round < rounds; round++) {
+        constexpr int kN = 100;
+        std::vector<kio_task *> live;
+        std::vector<intptr_t> ids;
+        for (intptr_t i = 1; i <= kN; i++) {
+            uint64_t delay = rng() % 3000;  // microseconds
+            live.push_back(kt::spawn([i, delay] {
+                if (delay % 4 == 0) {
+                    for (uint64_t k = 0; k < delay % 16; k++) kio_yield();
+                } else {
+                    kio_sleep(delay * kUs);
+                }
+                return i;
+            }));
+            ids.push_back(i);
+        }
+        intptr_t sum = 0;
+        int done = 0;
+        while (!live.empty()) {
+            size_t idx = SIZE_MAX;
+            if (kio_select(live.data(), live.size(), &idx) != 0 || idx >= live.size()) {
+                errors++;
+                break;
+            }
+            void *res = nullptr;
+            if (kio_await(live[idx], &res) != 0) {
+                errors++;
+                break;
+            }
+            if (vi(res) != ids[idx]) errors++;
+            sum += vi(res);
+            done++;
+            live.erase(live.begin() + long(idx));
+            ids.erase(ids.begin() + long(idx));
+        }
+        EXPECT_EQ(done, kN);
+        EXPECT_EQ(sum, intptr_t(kN) * (kN + 1) / 2);
+        if (done != kN) break;
+    }
+    EXPECT_EQ(errors, 0u);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Stress, PlainThreadsAndFibersContendOnOneMutex) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    kio_mutex m = KIO_MUTEX_INIT;
+    const long iters = long(scaled(200000));
+    long counter = 0;
+    std::atomic<long> errors{0};
+    std::atomic<int> threads_done{0};
+    std::vector<std::thread> th;
+    for (int i = 0; i < 4; i++)
+        th.emplace_back([&] {
+            for (long k = 0; k < iters; k++) {
+                if (kio_mutex_lock(&m) != 0) {
+                    errors++;
+                    continue;
+                }
+                counter++;
+                kio_mutex_unlock(&m);
+            }
+            threads_done++;
+        });
+    std::vector<kio_task *> ts;
+    for (int i = 0; i < 8; i++)
+        ts.push_back(kt::spawn([&, i] {
+            for (long k = 0; k < iters; k++) {
+                if (kio_mutex_lock(&m) != 0) {
+                    errors++;
+                    continue;
+                }
+                counter++;
+                if (i % 2 && k % 128 == 0) kio_yield();  // hold it across a switch
+                kio_mutex_unlock(&m);
+            }
+            return intptr_t(0);
+        }));
+    for (kio_task *t : ts) EXPECT_EQ(kt::await_ok(t), 0);
+    ASSERT_TRUE(kt::wait_flag(threads_done, 4, 300 * kSec));
+    for (auto &t : th) t.join();
+    EXPECT_EQ(errors.load(), 0);
+    EXPECT_EQ(counter, 12 * iters);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Stress, ManyDetachedTasksAllRun) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    const int n = int(scaled(200000));
+    std::atomic<int> ran{0};
+    int errors = 0;
+    for (int i = 0; i < n; i++) {
+        kio_task *t = nullptr;
+        if (kt::try_spawn(nullptr, [&ran, i] {
+                if (i % 5 == 0) kio_yield();
+                ran.fetch_add(1);
+                return intptr_t(0);
+            }, &t) != 0 ||
+            kio_detach(t) != 0)
+            errors++;
+        if (i % 1000 == 999) kio_yield();
+    }
+    ASSERT_TRUE(kt::wait_flag(ran, n, 60 * kSec));
+    EXPECT_EQ(errors, 0);
+    EXPECT_EQ(ran.load(), n);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Stress, CreateDestroy1000TimesWithBusyRuntimes) {
+    {
+        kt::Rt warm(4);
+        ASSERT_EQ(warm.rc(), 0);
+    }
+    int fds0 = count_dir("/proc/self/fd");
+    int threads0 = count_dir("/proc/self/task");
+    const uint64_t n = scaled(1000);
+    std::atomic<uint64_t> canceled{0};
+    uint64_t expect_canceled = 0;
+    for (uint64_t iter = 0; iter < n; iter++) {
+        kio_options o;
+        kio_options_init(&o);
+        o.threads = 4;
+        kio_runtime *rt = nullptr;
+        ASSERT_EQ(kio_runtime_create(&o, &rt), 0) << "iteration " << iter;
+        static kio_mutex m = KIO_MUTEX_INIT;
+        static kio_cond c = KIO_COND_INIT;
+        intptr_t sum = 0;
+        kio_task *ts[6];
+        for (intptr_t i = 0; i < 6; i++)
+            ts[i] = kt::spawn([i] {
+                kio_sleep(uint64_t(i) * 10 * kUs);
+                return i;
+            });
+        for (int i = 0; i < 3; i++) {
+            kio_task *d = kt::spawn([&canceled, i] {
+                int r;
+                if (i == 0) {
+                    r = kio_sleep(kHour);
+                } else if (i == 1) {
+                    r = kio_mutex_lock(&m);  // -ECANCELED if canceled before it started
+                    if (r == 0) {
+                        r = kio_cond_wait(&c, &m);
+                        kio_mutex_unlock(&m);
+                    }
+                } else {
+                    while ((r = kio_yield()) == 0) {
+                    }
+                }
+                if (r == -ECANCELED) canceled++;
+                return intptr_t(0);
+            });
+            ASSERT_NE(d, nullptr);
+            if (i != 2) {
+                ASSERT_EQ(kio_detach(d), 0);
+            }  // the yielder's handle stays unconsumed
+            expect_canceled++;
+        }
+        for (kio_task *t : ts) sum += kt::await_ok(t);
+        ASSERT_EQ(sum, 15) << "iteration " << iter;
+        ASSERT_EQ(kio_runtime_destroy(rt), 0) << "iteration " << iter;
+        ASSERT_EQ(kio_current(), nullptr);
+    }
+    EXPECT_EQ(canceled.load(), expect_canceled);
+    EXPECT_EQ(count_dir("/proc/self/fd"), fds0);
+    EXPECT_EQ(count_dir("/proc/self/task"), threads0);
+}
+
+TEST(Stress, TaskThatNeverYieldsDoesNotStopOtherWorkers) {
+    const uint64_t rounds = scaled(20);
+    for (uint64_t round = 0; round < rounds; round++) {
+        SCOPED_TRACE("round " + std::to_string(round));
+        kt::Rt rt(2);
+        ASSERT_EQ(rt.rc(), 0);
+        std::atomic<int> flag{0}, spinning{0};
+        kio_task *spinner = kt::spawn([&] {
+            spinning = 1;
+            while (!flag.load(std::memory_order_acquire)) {
+            }
+            return intptr_t(1);
+        });
+        ASSERT_TRUE(kt::wait_flag(spinning, 1));
+        // Timers armed by tasks on whichever worker is free, plus spawn/await.
+        std::vector<kio_task *> sleepers;
+        for (int i = 0; i < 10; i++)
+            sleepers.push_back(kt::spawn([i] {
+                uint64_t d = uint64_t(1 + i) * kMs;
+                uint64_t t0 = kio_now();
+                int r = kio_sleep(d);
+                return intptr_t(r == 0 && kt::since(t0) >= d);
+            }));
+        intptr_t sum = 0;
+        for (int i = 0; i < 1000; i++) sum += kt::await_ok(kt::spawn([i] { return intptr_t(i); }));
+        EXPECT_EQ(sum, 999 * 1000 / 2);
+        uint64_t s0 = kio_now();
+        EXPECT_EQ(kio_sleep(20 * kMs), 0);
+        EXPECT_LT(kt::since(s0), kt::prompt(1 * kSec));
+        intptr_t woke = 0;
+        for (kio_task *t : sleepers) woke += kt::await_ok(t);
+        EXPECT_EQ(woke, 10);
+        flag.store(1, std::memory_order_release);
+        EXPECT_EQ(kt::await_ok(spinner), 1);
+        EXPECT_EQ(rt.destroy(), 0);
+    }
+}

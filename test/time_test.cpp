@@ -1,0 +1,334 @@
+// Time: kio_now, kio_sleep, kio_sleep_until, timers under load, and a fiber
+// that never yields.
+#include <time.h>
+
+#include <atomic>
+#include <cerrno>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kio_test_util.h"
+
+using kt::iv;
+using kt::kHour;
+using kt::kMs;
+using kt::kSec;
+using kt::kUs;
+using kt::vi;
+
+namespace {
+uint64_t mono_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+}  // namespace
+
+TEST(Now, IsMonotonicClockInNanoseconds) {
+    uint64_t a = mono_ns();
+    uint64_t n = kio_now();
+    uint64_t b = mono_ns();
+    EXPECT_LE(a, n);
+    EXPECT_LE(n, b);
+    uint64_t prev = kio_now();
+    uint64_t decreases = 0;
+    for (int i = 0; i < 200000; i++) {
+        uint64_t v = kio_now();
+        if (v < prev) decreases++;
+        prev = v;
+    }
+    EXPECT_EQ(decreases, 0u);
+    // It advances: ~2 ms of wall time is ~2e6 ns.
+    uint64_t t0 = kio_now();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    EXPECT_GE(kio_now() - t0, 2 * kMs);
+}
+
+TEST(Now, MonotonicAcrossWorkers) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    std::vector<kio_task *> ts;
+    for (int i = 0; i < 8; i++)
+        ts.push_back(kt::spawn([] {
+            intptr_t bad = 0;
+            uint64_t prev = kio_now();
+            for (int k = 0; k < 2000; k++) {
+                if (k % 16 == 0) kio_yield();  // may resume on another worker
+                uint64_t v = kio_now();
+                if (v < prev) bad++;
+                prev = v;
+            }
+            return bad;
+        }));
+    for (kio_task *t : ts) EXPECT_EQ(kt::await_ok(t), 0);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Sleep, SleepsAtLeastTheDuration) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    for (uint64_t d : {1 * kMs, 10 * kMs, 25 * kMs}) {
+        uint64_t t0 = kio_now();
+        EXPECT_EQ(kio_sleep(d), 0);
+        uint64_t took = kt::since(t0);
+        EXPECT_GE(took, d);
+        EXPECT_LT(took, kt::prompt(1 * kSec));
+    }
+    kio_task *t = kt::spawn([] {
+        uint64_t t0 = kio_now();
+        int r = kio_sleep(10 * kMs);
+        uint64_t took = kt::since(t0);
+        return intptr_t(r == 0 && took >= 10 * kMs && took < kt::prompt(1 * kSec));
+    });
+    EXPECT_EQ(kt::await_ok(t), 1);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Sleep, SleepUntilWaitsForDeadline) {
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    uint64_t deadline = kio_now() + 15 * kMs;
+    EXPECT_EQ(kio_sleep_until(deadline), 0);
+    EXPECT_GE(kio_now(), deadline);
+    EXPECT_LT(kio_now() - deadline, kt::prompt(1 * kSec));
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Sleep, SleepUntilPastReturnsAtOnceWithoutParking) {
+    kt::Rt rt(1);  // one worker: a spawned task runs only if main parks
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<int> ran{0};
+    kio_task *t = kt::spawn([&] {
+        ran = 1;
+        return intptr_t(0);
+    });
+    uint64_t now = kio_now();
+    EXPECT_EQ(kio_sleep_until(now - 1 * kMs), 0);
+    EXPECT_EQ(kio_sleep_until(1), 0);
+    EXPECT_EQ(kio_sleep_until(now), 0);
+    EXPECT_EQ(ran.load(), 0);
+    EXPECT_EQ(kt::await_ok(t), 0);
+    EXPECT_EQ(ran.load(), 1);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Sleep, SleepZeroYields) {
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<int> ran{0};
+    kio_task *t = kt::spawn([&] {
+        ran = 1;
+        return intptr_t(0);
+    });
+    EXPECT_EQ(ran.load(), 0);
+    EXPECT_EQ(kio_sleep(0), 0);
+    EXPECT_EQ(ran.load(), 1);
+    EXPECT_EQ(kt::await_ok(t), 0);
+    // Round robin with sleep(0) as the yield.
+    std::string log;
+    auto mk = [&](char c) {
+        return kt::spawn([&log, c] {
+            for (int i = 0; i < 3; i++) {
+                log += c;
+                kio_sleep(0);
+            }
+            return intptr_t(0);
+        });
+    };
+    kio_task *a = mk('A'), *b = mk('B');
+    EXPECT_EQ(kt::await_ok(a), 0);
+    EXPECT_EQ(kt::await_ok(b), 0);
+    EXPECT_EQ(log, "BABABA");
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Sleep, FromPlainThreadSleeps) {
+    int rc = 9, rc0 = 9, rc_until = 9, rc_past = 9;
+    uint64_t took = 0, took_until = 0;
+    std::thread th([&] {
+        uint64_t t0 = kio_now();
+        rc = kio_sleep(10 * kMs);
+        took = kt::since(t0);
+        rc0 = kio_sleep(0);
+        uint64_t d = kio_now() + 10 * kMs;
+        rc_until = kio_sleep_until(d);
+        took_until = kio_now() >= d ? 1 : 0;
+        rc_past = kio_sleep_until(1);
+    });
+    th.join();
+    EXPECT_EQ(rc, 0);
+    EXPECT_GE(took, 10 * kMs);
+    EXPECT_LT(took, kt::prompt(1 * kSec));
+    EXPECT_EQ(rc0, 0);
+    EXPECT_EQ(rc_until, 0);
+    EXPECT_EQ(took_until, 1u);
+    EXPECT_EQ(rc_past, 0);
+    // Also from a plain thread while a runtime exists elsewhere.
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    std::thread th2([&] {
+        uint64_t t0 = kio_now();
+        rc = kio_sleep(10 * kMs);
+        took = kt::since(t0);
+    });
+    th2.join();
+    EXPECT_EQ(rc, 0);
+    EXPECT_GE(took, 10 * kMs);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Sleep, ThousandTasksWithRandomDurationsAllWakeOnTime) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    constexpr int kN = 1000;
+    std::mt19937 rng(12345);
+    std::vector<kio_task *> ts;
+    std::atomic<int> early{0}, failed{0};
+    for (int i = 0; i < kN; i++) {
+        uint64_t d = (1 + rng() % 20) * kMs;
+        ts.push_back(kt::spawn([d, &early, &failed] {
+            uint64_t t0 = kio_now();
+            if (kio_sleep(d) != 0) failed++;
+            if (kt::since(t0) < d) early++;
+            return intptr_t(1);
+        }));
+    }
+    uint64_t t0 = kio_now();
+    intptr_t woke = 0;
+    for (kio_task *t : ts) woke += kt::await_ok(t);
+    EXPECT_EQ(woke, kN);
+    EXPECT_EQ(early.load(), 0);
+    EXPECT_EQ(failed.load(), 0);
+    EXPECT_LT(kt::since(t0), kt::prompt(2 * kSec));
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Sleep, ThousandTasksWithTheSameDeadlineAllWake) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    constexpr int kN = 1000;
+    uint64_t deadline = kio_now() + 30 * kMs;
+    std::vector<kio_task *> ts;
+    for (int i = 0; i < kN; i++)
+        ts.push_back(kt::spawn([deadline] {
+            int r = kio_sleep_until(deadline);
+            return intptr_t(r == 0 && kio_now() >= deadline);
+        }));
+    intptr_t ok = 0;
+    for (kio_task *t : ts) ok += kt::await_ok(t);
+    EXPECT_EQ(ok, kN);
+    EXPECT_LT(kio_now() - deadline, kt::prompt(1 * kSec));
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Sleep, TimersFireOnASingleWorkerBusyYielding) {
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<int> stop{0};
+    std::vector<kio_task *> busy;
+    for (int i = 0; i < 3; i++)
+        busy.push_back(kt::spawn([&] {
+            while (!stop.load()) kio_yield();
+            return intptr_t(0);
+        }));
+    uint64_t t0 = kio_now();
+    EXPECT_EQ(kio_sleep(10 * kMs), 0);
+    uint64_t took = kt::since(t0);
+    EXPECT_GE(took, 10 * kMs);
+    EXPECT_LT(took, kt::prompt(510 * kMs));
+    stop = 1;
+    for (kio_task *t : busy) EXPECT_EQ(kt::await_ok(t), 0);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Sleep, ExtremeDeadlinesDoNotDisturbOtherTimers) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<int> parked{0};
+    std::vector<kio_task *> far;
+    for (uint64_t d : {UINT64_MAX, UINT64_MAX - 1, UINT64_MAX - 1 * kMs})
+        far.push_back(kt::spawn([d, &parked] {
+            parked++;
+            return intptr_t(kio_sleep_until(d));
+        }));
+    ASSERT_TRUE(kt::wait_flag(parked, 3));
+    for (int i = 0; i < 5; i++) {
+        uint64_t t0 = kio_now();
+        EXPECT_EQ(kio_sleep(10 * kMs), 0);
+        uint64_t took = kt::since(t0);
+        EXPECT_GE(took, 10 * kMs);
+        EXPECT_LT(took, kt::prompt(1 * kSec));
+    }
+    for (kio_task *t : far) EXPECT_EQ(kt::cancel_ok(t), -ECANCELED);  // none woke early
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Sleep, TimersFireWhileEveryWorkerIsBusyYielding) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<int> stop{0}, busy_started{0};
+    std::vector<kio_task *> busy;
+    for (int i = 0; i < 6; i++)
+        busy.push_back(kt::spawn([&] {
+            busy_started++;
+            intptr_t n = 0;
+            while (!stop.load()) {
+                kio_yield();
+                n++;
+            }
+            return intptr_t(n > 0);
+        }));
+    std::vector<kio_task *> sleepers;
+    for (int i = 0; i < 4; i++)
+        sleepers.push_back(kt::spawn([i] {
+            uint64_t d = uint64_t(5 + 5 * i) * kMs;
+            uint64_t t0 = kio_now();
+            int r = kio_sleep(d);
+            uint64_t took = kt::since(t0);
+            return intptr_t(r == 0 && took >= d && took < d + kt::prompt(500 * kMs));
+        }));
+    // The main fiber sleeps too, competing with the yielders.
+    uint64_t t0 = kio_now();
+    EXPECT_EQ(kio_sleep(20 * kMs), 0);
+    uint64_t took = kt::since(t0);
+    EXPECT_GE(took, 20 * kMs);
+    EXPECT_LT(took, kt::prompt(520 * kMs));
+    for (kio_task *t : sleepers) EXPECT_EQ(kt::await_ok(t), 1);
+    EXPECT_TRUE(kt::wait_flag(busy_started, 6));  // (slow hosts: every yielder got going)
+    stop = 1;
+    for (kio_task *t : busy) EXPECT_EQ(kt::await_ok(t), 1);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(Sleep, TaskThatNeverYieldsDoesNotStopOtherWorkers) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<int> flag{0}, spinning{0};
+    kio_task *spinner = kt::spawn([&] {
+        spinning = 1;
+        uint64_t spins = 0;
+        while (!flag.load(std::memory_order_acquire)) spins++;  // no kio calls at all
+        return intptr_t(spins > 0 ? 1 : 2);
+    });
+    ASSERT_NE(spinner, nullptr);
+    // Get the spinner going (it may start on either worker).
+    ASSERT_TRUE(kt::wait_flag(spinning, 1));
+    uint64_t t0 = kio_now();
+    intptr_t sum = 0;
+    for (int i = 0; i < 1000; i++) {
+        kio_task *t = kt::spawn([i] { return intptr_t(i); });
+        sum += kt::await_ok(t);
+    }
+    EXPECT_EQ(sum, 999 * 1000 / 2);
+    uint64_t s0 = kio_now();
+    EXPECT_EQ(kio_sleep(20 * kMs), 0);
+    uint64_t slept = kt::since(s0);
+    EXPECT_GE(slept, 20 * kMs);
+    EXPECT_LT(slept, kt::prompt(1 * kSec));
+    EXPECT_LT(kt::since(t0), kt::prompt(10 * kSec));
+    flag.store(1, std::memory_order_release);
+    EXPECT_EQ(kt::await_ok(spinner), 1);
+    EXPECT_EQ(rt.destroy(), 0);
+}
