@@ -28,6 +28,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -309,6 +312,149 @@ KIO_API void kio_cond_signal(kio_cond *c) KIO_NOEXCEPT;
 
 /* Wakes every waiter of c. NULL is ignored. Thread safety: any thread. */
 KIO_API void kio_cond_broadcast(kio_cond *c) KIO_NOEXCEPT;
+
+
+/* ---------------------------------------------------------------------------
+ * Deadlines
+ *
+ * One mechanism bounds every blocking kio call: a deadline attached to the
+ * calling task (or plain thread). While it is set, each call that parks
+ * (I/O, kio_poll, kio_sleep, kio_mutex_lock, kio_cond_wait, kio_await,
+ * kio_select, kio_blocking, ...) returns -ETIMEDOUT once kio_now() reaches it,
+ * leaving nothing registered behind. Calls that take their own deadline use
+ * the earlier of the two.
+ * ------------------------------------------------------------------------- */
+
+/* Sets the calling task's deadline (kio_now() base; 0 = none) and returns the
+ * previous one. Scopes nest by restoring the returned value:
+ *     uint64_t saved = kio_deadline_set(kio_now() + 100 * 1000000);
+ *     ... kio_read(...) ... kio_write(...) ...
+ *     kio_deadline_set(saved);
+ * A deadline set on a plain thread applies to that thread's kio calls. */
+KIO_API uint64_t kio_deadline_set(uint64_t deadline) KIO_NOEXCEPT;
+
+/* The calling task's (or plain thread's) deadline, 0 if none. */
+KIO_API uint64_t kio_deadline_get(void) KIO_NOEXCEPT;
+
+/* ---------------------------------------------------------------------------
+ * Sockets and file descriptors
+ *
+ * Each call mirrors the POSIX call of the same name and returns its result
+ * (a count, a descriptor, or 0) or a negative errno; it never sets errno.
+ * On a fiber, when the descriptor is not ready, the fiber parks on its
+ * worker's poller (epoll or kqueue) and the worker runs other fibers; fibers
+ * waiting on the same descriptor and direction share one registration. The
+ * descriptor is switched to non-blocking mode on first use. On a plain thread
+ * the call blocks the thread.
+ *
+ * All of them are cancellation points and honour the deadline (-ETIMEDOUT).
+ * Errors besides the system call's own: -EBADF (invalid or closed with
+ * kio_close, also when the close happens while parked), -ECANCELED,
+ * -ETIMEDOUT. EINTR never reaches the caller (the call is retried).
+ * ------------------------------------------------------------------------- */
+
+KIO_API ssize_t kio_read(int fd, void *buf, size_t len) KIO_NOEXCEPT;
+KIO_API ssize_t kio_write(int fd, const void *buf, size_t len) KIO_NOEXCEPT;
+KIO_API ssize_t kio_readv(int fd, const struct iovec *iov, int iovcnt) KIO_NOEXCEPT;
+KIO_API ssize_t kio_writev(int fd, const struct iovec *iov, int iovcnt) KIO_NOEXCEPT;
+KIO_API ssize_t kio_recv(int fd, void *buf, size_t len, int flags) KIO_NOEXCEPT;
+KIO_API ssize_t kio_send(int fd, const void *buf, size_t len, int flags) KIO_NOEXCEPT;
+KIO_API ssize_t kio_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
+                             socklen_t *addrlen) KIO_NOEXCEPT;
+KIO_API ssize_t kio_sendto(int fd, const void *buf, size_t len, int flags,
+                           const struct sockaddr *addr, socklen_t addrlen) KIO_NOEXCEPT;
+KIO_API ssize_t kio_recvmsg(int fd, struct msghdr *msg, int flags) KIO_NOEXCEPT;
+KIO_API ssize_t kio_sendmsg(int fd, const struct msghdr *msg, int flags) KIO_NOEXCEPT;
+
+/* Like accept4(2); the new descriptor is always non-blocking (ready for
+ * kio), flags may add SOCK_CLOEXEC. */
+KIO_API int kio_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags) KIO_NOEXCEPT;
+
+/* Like connect(2), waiting for the connection to complete. Returns 0 or the
+ * connection's error (-ECONNREFUSED, ...). */
+KIO_API int kio_connect(int fd, const struct sockaddr *addr, socklen_t addrlen) KIO_NOEXCEPT;
+
+/* Waits until fd is ready for `events` (POLLIN, POLLOUT, as poll(2)) or the
+ * deadline passes (kio_now() base, 0 = none; the task deadline also applies).
+ * Returns the ready events (> 0, POLLHUP/POLLERR included when they occur),
+ * -ETIMEDOUT, -ECANCELED, -EBADF or -EINVAL. */
+KIO_API int kio_poll(int fd, short events, uint64_t deadline) KIO_NOEXCEPT;
+
+/* socket(2) with SOCK_NONBLOCK | SOCK_CLOEXEC: ready for the calls above. */
+KIO_API int kio_socket(int domain, int type, int protocol) KIO_NOEXCEPT;
+
+/* Wakes every fiber parked on fd with -EBADF, drops kio's registrations for
+ * it, then closes it. Returns 0 or the error of close(2). Use it instead of
+ * close(2) for descriptors used with kio. Not a cancellation point. */
+KIO_API int kio_close(int fd) KIO_NOEXCEPT;
+
+/* A listening TCP socket bound to host:port (host NULL or "" = any address;
+ * a name or a numeric IPv4/IPv6 address), with SO_REUSEADDR. port 0 picks a
+ * free port (see getsockname). Returns the descriptor or a negative errno
+ * (-EADDRINUSE, ..., -ENOENT when the name does not resolve). */
+KIO_API int kio_listen_tcp(const char *host, int port, int backlog) KIO_NOEXCEPT;
+
+/* A connected TCP socket to host:port, trying each resolved address until
+ * one connects or the deadline passes (0 = none). Name resolution runs on
+ * the blocking pool. Returns the descriptor or a negative errno. */
+KIO_API int kio_dial_tcp(const char *host, int port, uint64_t deadline) KIO_NOEXCEPT;
+
+/* ---------------------------------------------------------------------------
+ * Files and blocking work
+ *
+ * Regular files are never "ready" for epoll or kqueue, so these run on a
+ * bounded pool of threads while the fiber parks. Cancellation detaches the
+ * waiter (-ECANCELED) and lets the operation finish in the background.
+ * ------------------------------------------------------------------------- */
+
+KIO_API int kio_open(const char *path, int flags, mode_t mode) KIO_NOEXCEPT;
+KIO_API ssize_t kio_pread(int fd, void *buf, size_t len, off_t offset) KIO_NOEXCEPT;
+KIO_API ssize_t kio_pwrite(int fd, const void *buf, size_t len, off_t offset) KIO_NOEXCEPT;
+KIO_API int kio_fsync(int fd) KIO_NOEXCEPT;
+
+/* Runs fn(arg), which may block its OS thread (a library call, DNS, ...), on
+ * an elastic pool of plain threads and parks the calling fiber until it
+ * returns; stores its return value in *result (may be NULL). A cancellation
+ * point: on cancellation (or deadline) the fiber returns -ECANCELED
+ * (-ETIMEDOUT) at once and fn still runs to completion, its result dropped.
+ * From a plain thread, calls fn directly. Errors: -EINVAL (fn NULL),
+ * -ECANCELED, -ETIMEDOUT, -ENOMEM / -EAGAIN (no thread could be started). */
+KIO_API int kio_blocking(kio_fn fn, void *arg, void **result) KIO_NOEXCEPT;
+
+/* ---------------------------------------------------------------------------
+ * Completion queues: waiting for tasks from an event loop
+ *
+ * For code that must not block and must not run on a fiber stack (an asyncio
+ * event loop, a GUI main loop): a queue that receives the results of tasks
+ * and has a descriptor that becomes readable when results are pending.
+ * ------------------------------------------------------------------------- */
+
+typedef struct kio_cq kio_cq;
+
+typedef struct kio_cq_event {
+    uint64_t user_data; /* as given to kio_cq_watch */
+    void *result;       /* the task's return value */
+} kio_cq_event;
+
+/* Creates a completion queue. Errors: -EINVAL, -ENOMEM, -EMFILE, ... */
+KIO_API int kio_cq_create(kio_cq **out) KIO_NOEXCEPT;
+
+/* A descriptor that is readable while events are pending (for select, poll,
+ * epoll, asyncio's add_reader). Owned by the queue. */
+KIO_API int kio_cq_fd(kio_cq *cq) KIO_NOEXCEPT;
+
+/* Consumes the task handle (like kio_detach): when the task finishes, an
+ * event with user_data and its result is posted to cq. Errors: -EINVAL,
+ * -EBUSY (the task is being awaited or canceled). Thread safety: any thread. */
+KIO_API int kio_cq_watch(kio_cq *cq, kio_task *task, uint64_t user_data) KIO_NOEXCEPT;
+
+/* Moves up to max pending events into events[] without blocking and returns
+ * their count (0 if none). Thread safety: any thread. */
+KIO_API int kio_cq_poll(kio_cq *cq, kio_cq_event *events, size_t max) KIO_NOEXCEPT;
+
+/* Destroys the queue. Tasks still watched by it post nowhere: their results
+ * are dropped. Errors: -EINVAL. */
+KIO_API int kio_cq_destroy(kio_cq *cq) KIO_NOEXCEPT;
 
 #ifdef __cplusplus
 }

@@ -39,6 +39,12 @@ class Poller {
     // Rings the doorbell. Any thread.
     void wake();
 
+    // Registers fd, edge-triggered for reading and writing (and errors), with
+    // `token` reported in its events. Returns 0 or a negative errno.
+    int add(int fd, void *token);
+    // Drops fd's registration (ignores errors: the descriptor may be gone).
+    void remove(int fd);
+
     // Backend-neutral name of the platform default.
     static Backend default_backend();
     static bool available(Backend b);

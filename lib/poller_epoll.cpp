@@ -99,6 +99,17 @@ int Poller::wait(PollEvent *out, int max, uint64_t deadline) {
     return k;
 }
 
+int Poller::add(int fd, void *token) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.ptr = token;
+    if (epoll_ctl(fd_, EPOLL_CTL_ADD, fd, &ev) == 0) return 0;
+    if (errno == EEXIST && epoll_ctl(fd_, EPOLL_CTL_MOD, fd, &ev) == 0) return 0;
+    return errno == EPERM ? -EPERM : -errno;  // EPERM: a regular file (never "ready")
+}
+
+void Poller::remove(int fd) { (void)epoll_ctl(fd_, EPOLL_CTL_DEL, fd, nullptr); }
+
 void Poller::wake() {
     uint64_t one = 1;
     (void)!write(bell_fd_, &one, sizeof one);

@@ -75,6 +75,21 @@ int Poller::wait(PollEvent *out, int max, uint64_t deadline) {
     return k;
 }
 
+int Poller::add(int fd, void *token) {
+    struct kevent ev[2];
+    EV_SET(&ev[0], uintptr_t(fd), EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, token);
+    EV_SET(&ev[1], uintptr_t(fd), EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0, token);
+    if (kevent(fd_, ev, 2, nullptr, 0, nullptr) != 0) return -errno;
+    return 0;
+}
+
+void Poller::remove(int fd) {
+    struct kevent ev[2];
+    EV_SET(&ev[0], uintptr_t(fd), EVFILT_READ, EV_DELETE, 0, 0, nullptr);
+    EV_SET(&ev[1], uintptr_t(fd), EVFILT_WRITE, EV_DELETE, 0, 0, nullptr);
+    (void)kevent(fd_, ev, 2, nullptr, 0, nullptr);
+}
+
 void Poller::wake() {
     struct kevent ev;
     EV_SET(&ev, kBellIdent, EVFILT_USER, 0, NOTE_TRIGGER, 0, nullptr);

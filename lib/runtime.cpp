@@ -13,7 +13,9 @@
 #include <cstring>
 #include <new>
 
+#include "blocking.h"
 #include "context.h"
+#include "fd.h"
 #include "runtime.h"
 
 using namespace kio;
@@ -52,6 +54,8 @@ void wait_for_all_tasks(Runtime *rt) {
 }
 
 void free_runtime(Runtime *rt) {
+    blocking_pool_destroy(rt->blocking.load(std::memory_order_acquire));
+    fd_forget_runtime(rt);
     for (unsigned i = 0; i < rt->nthreads; i++) {
         Worker *w = &rt->workers[i];
         if (w->nstacks) rt->stacks.free_batch(w->stacks, w->nstacks);

@@ -44,6 +44,7 @@ struct Runtime : kio_runtime {
 
     std::atomic<bool> shutting_down{false};
     std::atomic<bool> exiting{false};
+    std::atomic<class BlockingPool *> blocking{nullptr};  // created on first use
 
     Task main;                                   // the main fiber (thread stack, not pooled)
     pthread_t creator{};
@@ -87,5 +88,9 @@ void finish_task(Task *t);                // fn returned: publish the result, wa
 void release_task(Task *t);               // drops one reference
 void request_cancel(Task *t);
 void cancel_all(Runtime *rt);
+
+// Completion queues (cq.cpp).
+void cq_post(CompletionQueue *q, uint64_t user_data, void *result);
+void cq_unref(CompletionQueue *q);
 
 }  // namespace kio

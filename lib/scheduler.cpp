@@ -18,6 +18,7 @@
 #include <cerrno>
 
 #include "context.h"
+#include "fd.h"
 #include "runtime.h"
 
 namespace kio {
@@ -215,11 +216,7 @@ Task *take_injected(Worker *w) {
     return first;
 }
 
-void dispatch_events(Worker *w, int n) {
-    // I/O readiness is routed to waiters by the I/O layer; the core runtime
-    // registers nothing but the doorbell, which the poller consumes itself.
-    (void)w, (void)n;
-}
+void dispatch_events(Worker *w, int n) { fd_dispatch(w, w->events, n); }
 
 void poll_now(Worker *w, uint64_t now) {
     w->last_poll = now;

@@ -102,12 +102,19 @@ void release_task(Task *t) {
 
 void finish_task(Task *t) {
     Waiter *wake;
+    CompletionQueue *cq;
     {
         LockGuard<SpinLock> g(t->lock);
         t->state.store(Task::kFinished, std::memory_order_release);
         wake = claim_all(t->waiters, true, 0);
+        cq = t->cq;
+        t->cq = nullptr;
     }
     wake_chain(wake);
+    if (cq) {
+        cq_post(cq, t->cq_data, t->result);
+        cq_unref(cq);
+    }
 }
 
 void request_cancel(Task *t) {
@@ -207,6 +214,8 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
     t->refs.store(2, std::memory_order_relaxed);
     t->cancel_requested.store(false, std::memory_order_relaxed);
     t->shielded.store(false, std::memory_order_relaxed);
+    t->deadline = 0;
+    t->cq = nullptr;
     t->waiters = WaitList{};
     t->cur_wait = nullptr;
     t->name[0] = 0;

@@ -66,9 +66,14 @@ struct alignas(64) Task {
     // canceler).
     std::atomic<bool> cancel_requested{false};
     std::atomic<bool> shielded{false};
+    uint64_t deadline = 0;  // kio_deadline_set: bounds every cancelable wait (0 = none)
     SpinLock lock;
     WaitList waiters;
     Waiter *cur_wait = nullptr;
+
+    // kio_cq_watch: where to post the result when the task finishes.
+    struct CompletionQueue *cq = nullptr;
+    uint64_t cq_data = 0;
 
     char name[32] = {0};
     FiberSan san;

@@ -28,15 +28,27 @@ KIO_EXPORT uint64_t kio_now(void) noexcept { return now_ns(); }
 KIO_EXPORT int kio_sleep_until(uint64_t deadline) noexcept {
     Task *self = current_task();
     if (!self) {
-        if (deadline > now_ns()) thread_sleep_until(deadline);
-        return 0;
+        uint64_t scope = scope_deadline();
+        uint64_t until = earliest(deadline, scope);
+        if (until > now_ns()) thread_sleep_until(until);
+        return scope && scope < deadline ? -ETIMEDOUT : 0;
     }
     if (self->cancel_pending()) return -ECANCELED;
-    if (deadline <= now_ns()) return 0;
+    uint64_t now = now_ns();
+    if (deadline <= now) return 0;
+    uint64_t scope = self->deadline;
+    if (scope && scope <= now) return -ETIMEDOUT;
     Waiter w;
     int r = wait_on(&w, publish_nothing, nullptr, deadline, true);
-    return r == -ETIMEDOUT ? 0 : r;
+    // The timer claims -ETIMEDOUT: the sleep is over, unless the deadline
+    // scope cut it short.
+    if (r == -ETIMEDOUT) return scope && scope < deadline ? -ETIMEDOUT : 0;
+    return r;
 }
+
+KIO_EXPORT uint64_t kio_deadline_set(uint64_t deadline) noexcept { return set_scope_deadline(deadline); }
+
+KIO_EXPORT uint64_t kio_deadline_get(void) noexcept { return scope_deadline(); }
 
 KIO_EXPORT int kio_sleep(uint64_t ns) noexcept {
     if (ns == 0) {

@@ -73,8 +73,26 @@ int wait_thread(Waiter *w, PublishFn publish, void *arg, uint64_t deadline) {
 
 }  // namespace
 
+namespace {
+thread_local uint64_t tls_deadline;  // plain threads' deadline scope
+}
+
+uint64_t scope_deadline() {
+    Task *self = current_task();
+    return self ? self->deadline : tls_deadline;
+}
+
+uint64_t set_scope_deadline(uint64_t deadline) {
+    Task *self = current_task();
+    uint64_t &slot = self ? self->deadline : tls_deadline;
+    uint64_t prev = slot;
+    slot = deadline;
+    return prev;
+}
+
 int wait_on(Waiter *w, PublishFn publish, void *arg, uint64_t deadline, bool cancelable) {
     Task *self = current_task();
+    if (cancelable) deadline = earliest(deadline, self ? self->deadline : tls_deadline);
     if (!self) return wait_thread(w, publish, arg, deadline);
     w->task = self;
     park_current(w, publish, arg, deadline, cancelable);

@@ -171,7 +171,14 @@ void unlink_if_linked(L &lock, WaitList &list, WaitNode *n) {
 // claims with -ETIMEDOUT; cancelable lets kio_cancel claim with -ECANCELED.
 // Returns the claimer's result after detaching w from the timer and canceler
 // (source-specific links are the caller's to remove).
+// Cancelable waits also end at the caller's deadline scope (kio_deadline_set).
 using PublishFn = void (*)(Waiter *w, void *arg);
 int wait_on(Waiter *w, PublishFn publish, void *arg, uint64_t deadline, bool cancelable);
+
+// The calling task's (or plain thread's) deadline scope; 0 = none.
+uint64_t scope_deadline();
+uint64_t set_scope_deadline(uint64_t deadline);  // returns the previous one
+// The earlier of two deadlines, 0 meaning none.
+inline uint64_t earliest(uint64_t a, uint64_t b) { return !a ? b : !b ? a : a < b ? a : b; }
 
 }  // namespace kio

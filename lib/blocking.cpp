@@ -1,0 +1,189 @@
+#include "blocking.h"
+
+#include <cerrno>
+#include <new>
+
+#include "runtime.h"
+
+namespace kio {
+
+namespace {
+
+// A job outlives the fiber that asked for it when that fiber stops waiting:
+// two references (the fiber, the pool thread); the last one frees it. The
+// waiter pointer is guarded by `lock` and cleared by the fiber when it leaves.
+struct Job {
+    Job *next = nullptr;
+    kio_fn fn;
+    void *arg;
+    void *result = nullptr;
+    SpinLock lock;
+    Waiter *waiter = nullptr;
+    std::atomic<int> refs{2};
+};
+
+void drop(Job *j) {
+    if (j->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete j;
+}
+
+}  // namespace
+
+class BlockingPool {
+  public:
+    // Queues j, starting a thread if none is idle. False if no thread could
+    // be started and none is running (the job is then not queued).
+    bool submit(Job *j) {
+        pthread_mutex_lock(&mu_);
+        if (tail_) tail_->next = j;
+        else head_ = j;
+        tail_ = j;
+        bool ok = true;
+        if (idle_ > 0) {
+            pthread_cond_signal(&cv_);
+        } else if (threads_ < kBlockingMaxThreads) {
+            pthread_t th;
+            pthread_attr_t attr;
+            pthread_attr_init(&attr);
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            if (pthread_create(&th, &attr, &BlockingPool::main, this) == 0) {
+                threads_++;
+            } else if (threads_ == 0) {
+                ok = false;  // nobody would ever run it: take it back
+                head_ = tail_ = nullptr;
+            }
+            pthread_attr_destroy(&attr);
+        }
+        pthread_mutex_unlock(&mu_);
+        return ok;
+    }
+
+    // Stops accepting idle time and waits until every thread has left.
+    void shutdown() {
+        pthread_mutex_lock(&mu_);
+        stopping_ = true;
+        pthread_cond_broadcast(&cv_);
+        while (threads_ > 0) pthread_cond_wait(&done_, &mu_);
+        pthread_mutex_unlock(&mu_);
+    }
+
+    BlockingPool() {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&cv_, &ca);
+        pthread_cond_init(&done_, nullptr);
+        pthread_condattr_destroy(&ca);
+    }
+    ~BlockingPool() {
+        pthread_cond_destroy(&cv_);
+        pthread_cond_destroy(&done_);
+        pthread_mutex_destroy(&mu_);
+    }
+
+  private:
+    static void *main(void *arg) {
+        static_cast<BlockingPool *>(arg)->loop();
+        return nullptr;
+    }
+
+    void loop() {
+        pthread_mutex_lock(&mu_);
+        for (;;) {
+            while (!head_ && !stopping_) {
+                idle_++;
+                uint64_t until = now_ns() + kBlockingIdleExit;
+                timespec ts{time_t(until / 1000000000u), long(until % 1000000000u)};
+                int r = pthread_cond_timedwait(&cv_, &mu_, &ts);
+                idle_--;
+                if (r == ETIMEDOUT && !head_) goto leave;
+            }
+            if (!head_) goto leave;  // stopping, queue drained
+            Job *j = head_;
+            head_ = j->next;
+            if (!head_) tail_ = nullptr;
+            pthread_mutex_unlock(&mu_);
+            run(j);
+            pthread_mutex_lock(&mu_);
+        }
+    leave:
+        threads_--;
+        if (threads_ == 0) pthread_cond_broadcast(&done_);
+        pthread_mutex_unlock(&mu_);
+    }
+
+    static void run(Job *j) {
+        j->result = j->fn(j->arg);
+        Waiter *wake = nullptr;
+        {
+            LockGuard<SpinLock> g(j->lock);
+            if (j->waiter && claim(j->waiter, 0) == Claim::kWake) wake = j->waiter;
+        }
+        if (wake) wake_claimed(wake);
+        drop(j);
+    }
+
+    pthread_mutex_t mu_ = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv_;
+    pthread_cond_t done_;
+    Job *head_ = nullptr, *tail_ = nullptr;
+    unsigned threads_ = 0, idle_ = 0;
+    bool stopping_ = false;
+};
+
+BlockingPool *blocking_pool(Runtime *rt) {
+    BlockingPool *p = rt->blocking.load(std::memory_order_acquire);
+    if (p) return p;
+    auto *fresh = new (std::nothrow) BlockingPool;
+    if (!fresh) return nullptr;
+    if (rt->blocking.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return fresh;
+    delete fresh;
+    return p;
+}
+
+void blocking_pool_destroy(BlockingPool *pool) {
+    if (!pool) return;
+    pool->shutdown();
+    delete pool;
+}
+
+namespace {
+
+struct BlockingWait {
+    BlockingPool *pool;
+    Job *job;
+    bool submitted;
+};
+
+void publish_blocking(Waiter *w, void *arg) {
+    auto *a = static_cast<BlockingWait *>(arg);
+    {
+        LockGuard<SpinLock> g(a->job->lock);
+        a->job->waiter = w;
+    }
+    a->submitted = a->pool->submit(a->job);
+    if (!a->submitted) claim(w, -EAGAIN);
+}
+
+}  // namespace
+
+int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, bool cancelable) {
+    BlockingPool *pool = blocking_pool(rt);
+    if (!pool) return -ENOMEM;
+    Job *j = new (std::nothrow) Job;
+    if (!j) return -ENOMEM;
+    j->fn = fn;
+    j->arg = arg;
+    Waiter w;
+    BlockingWait a{pool, j, false};
+    int r = wait_on(&w, publish_blocking, &a, 0, cancelable);
+    {
+        LockGuard<SpinLock> g(j->lock);
+        j->waiter = nullptr;  // canceled or timed out: the job finishes unobserved
+    }
+    if (r == 0 && result) *result = j->result;
+    if (!a.submitted) drop(j);  // the pool never got its reference
+    drop(j);
+    return r;
+}
+
+}  // namespace kio

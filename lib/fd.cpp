@@ -1,0 +1,155 @@
+#include "fd.h"
+
+#include <fcntl.h>
+
+#include <atomic>
+#include <cerrno>
+#include <new>
+
+#include "runtime.h"
+
+namespace kio {
+
+namespace {
+
+// Two-level table: 1024 chunks of 4096 states, chunks allocated on demand and
+// never freed (so lookups need no lock and states never move).
+constexpr int kChunkBits = 12;
+constexpr int kChunkSize = 1 << kChunkBits;
+constexpr int kChunks = 1024;
+std::atomic<FdState *> g_chunks[kChunks];
+
+struct FdWait {
+    FdState *st;
+    Direction dir;
+    bool both;
+    WaitNode *nodes;  // [dir] (and [1 - dir] when both)
+};
+
+WaitList &list_of(FdState *st, Direction d) { return d == kIn ? st->readers : st->writers; }
+bool &flag_of(FdState *st, Direction d) { return d == kIn ? st->ready_in : st->ready_out; }
+
+void publish_fd_wait(Waiter *w, void *arg) {
+    auto *a = static_cast<FdWait *>(arg);
+    FdState *st = a->st;
+    LockGuard<SpinLock> g(st->lock);
+    if (st->closed.load(std::memory_order_relaxed)) {
+        claim(w, -EBADF);
+        return;
+    }
+    Direction dirs[2] = {a->dir, Direction(1 - a->dir)};
+    int ndirs = a->both ? 2 : 1;
+    for (int i = 0; i < ndirs; i++) {
+        if (flag_of(st, dirs[i])) {  // an edge arrived while nobody waited
+            flag_of(st, dirs[i]) = false;
+            claim(w, 0);
+            return;
+        }
+    }
+    if (!st->registered) {
+        // This runs on the worker the fiber parked on: register there.
+        Worker *wk = current_worker();
+        int e = wk->poller.add(st->fd, st);
+        if (e) {
+            claim(w, e);
+            return;
+        }
+        st->registered = wk;
+    }
+    for (int i = 0; i < ndirs; i++) list_of(st, dirs[i]).push_back(&a->nodes[i]);
+}
+
+}  // namespace
+
+FdState *fd_state(int fd) {
+    if (fd < 0 || fd >= kChunkSize * kChunks) return nullptr;
+    std::atomic<FdState *> &slot = g_chunks[fd >> kChunkBits];
+    FdState *chunk = slot.load(std::memory_order_acquire);
+    if (!chunk) {
+        FdState *fresh = new (std::nothrow) FdState[kChunkSize];
+        if (!fresh) return nullptr;
+        for (int i = 0; i < kChunkSize; i++) fresh[i].fd = (fd & ~(kChunkSize - 1)) + i;
+        if (slot.compare_exchange_strong(chunk, fresh, std::memory_order_acq_rel)) chunk = fresh;
+        else delete[] fresh;  // another thread won
+    }
+    return &chunk[fd & (kChunkSize - 1)];
+}
+
+void fd_fresh(int fd, bool nonblocking) {
+    FdState *st = fd_state(fd);
+    if (!st) return;
+    LockGuard<SpinLock> g(st->lock);
+    // Any registration belonged to a file that is closed now: the kernel
+    // removed it from the poller when the last reference went away.
+    st->closed.store(false, std::memory_order_release);
+    st->nonblocking.store(nonblocking, std::memory_order_release);
+    st->ready_in = st->ready_out = false;
+    st->registered = nullptr;
+}
+
+int fd_wait(FdState *st, Direction dir, uint64_t deadline, bool both) {
+    Waiter w;
+    WaitNode nodes[2];
+    nodes[0].waiter = nodes[1].waiter = &w;
+    FdWait a{st, dir, both, nodes};
+    int r = wait_on(&w, publish_fd_wait, &a, deadline, true);
+    unlink_if_linked(st->lock, list_of(st, dir), &nodes[0]);
+    if (both) unlink_if_linked(st->lock, list_of(st, Direction(1 - dir)), &nodes[1]);
+    return r;
+}
+
+void fd_dispatch(Worker *w, const PollEvent *events, int n) {
+    (void)w;
+    for (int i = 0; i < n; i++) {
+        auto *st = static_cast<FdState *>(events[i].token);
+        Waiter *wake_in = nullptr, *wake_out = nullptr;
+        {
+            LockGuard<SpinLock> g(st->lock);
+            uint32_t e = events[i].events;
+            if (e & (kPollIn | kPollErr)) {
+                if (st->readers.empty()) st->ready_in = true;
+                else wake_in = claim_all(st->readers, false, 0);
+            }
+            if (e & (kPollOut | kPollErr)) {
+                if (st->writers.empty()) st->ready_out = true;
+                else wake_out = claim_all(st->writers, false, 0);
+            }
+        }
+        wake_chain(wake_in);
+        wake_chain(wake_out);
+    }
+}
+
+Waiter *fd_close_locked(FdState *st) {
+    st->closed.store(true, std::memory_order_release);
+    st->ready_in = st->ready_out = false;
+    if (Worker *wk = st->registered) {
+        wk->poller.remove(st->fd);
+        st->registered = nullptr;
+    }
+    Waiter *a = claim_all(st->readers, false, -EBADF);
+    Waiter *b = claim_all(st->writers, false, -EBADF);
+    if (!a) return b;
+    Waiter *t = a;
+    while (t->wake_next) t = t->wake_next;
+    t->wake_next = b;
+    return a;
+}
+
+void fd_forget_runtime(Runtime *rt) {
+    for (int c = 0; c < kChunks; c++) {
+        FdState *chunk = g_chunks[c].load(std::memory_order_acquire);
+        if (!chunk) continue;
+        for (int i = 0; i < kChunkSize; i++) {
+            FdState *st = &chunk[i];
+            LockGuard<SpinLock> g(st->lock);
+            if (st->registered && st->registered->rt == rt) {
+                st->registered->poller.remove(st->fd);
+                st->registered = nullptr;
+                st->ready_in = st->ready_out = false;
+            }
+        }
+    }
+}
+
+}  // namespace kio

@@ -1,0 +1,223 @@
+// Socket and descriptor operations: try the system call; if the descriptor
+// is not ready, park on its readiness (fd.h) and try again. Plain threads
+// block in poll(2) instead.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "fd.h"
+#include "runtime.h"
+
+using namespace kio;
+
+namespace {
+
+// A plain thread waits for readiness in poll(2), bounded by its deadline.
+int thread_wait(int fd, short events, uint64_t deadline) {
+    for (;;) {
+        int timeout = -1;
+        if (deadline) {
+            uint64_t now = now_ns();
+            if (now >= deadline) return -ETIMEDOUT;
+            timeout = int((deadline - now + 999999) / 1000000);
+        }
+        pollfd p{fd, events, 0};
+        int r = ::poll(&p, 1, timeout);
+        if (r > 0) return (p.revents & POLLNVAL) ? -EBADF : 0;
+        if (r < 0 && errno != EINTR) return -errno;
+    }
+}
+
+// The state of fd, ready for kio: reopened if the number was reused after a
+// kio_close, and non-blocking. nullptr with *err set if unusable.
+FdState *prepare(int fd, int *err) {
+    FdState *st = fd_state(fd);
+    if (!st) {
+        *err = fd < 0 ? -EBADF : -ENOMEM;
+        return nullptr;
+    }
+    if (KIO_UNLIKELY(st->closed.load(std::memory_order_acquire))) {
+        // Closed with kio_close: stale, unless the kernel reused the number.
+        if (fcntl(fd, F_GETFD) < 0) {
+            *err = -EBADF;
+            return nullptr;
+        }
+        fd_fresh(fd);
+    }
+    if (KIO_UNLIKELY(!st->nonblocking.load(std::memory_order_acquire))) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0) {
+            *err = -errno;
+            return nullptr;
+        }
+        if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+            *err = -errno;
+            return nullptr;
+        }
+        st->nonblocking.store(true, std::memory_order_release);
+    }
+    return st;
+}
+
+// Runs op() until it stops failing with EAGAIN/EINTR, parking on direction
+// dir in between. op returns the system call's result (errno set on -1).
+template <class Op>
+long io_loop(int fd, Direction dir, Op op) {
+    Task *self = current_task();
+    if (!self) {
+        // Plain thread: leave the descriptor's mode alone; block in poll(2)
+        // if it happens to be non-blocking.
+        uint64_t deadline = scope_deadline();
+        for (;;) {
+            long r = op();
+            if (r >= 0) return r;
+            int e = errno;
+            if (e == EINTR) continue;
+            if (e != EAGAIN && e != EWOULDBLOCK) return -e;
+            if (int w = thread_wait(fd, dir == kIn ? POLLIN : POLLOUT, deadline)) return w;
+        }
+    }
+    if (self->cancel_pending()) return -ECANCELED;
+    int err = 0;
+    FdState *st = prepare(fd, &err);
+    if (!st) return err;
+    for (;;) {
+        long r = op();
+        if (r >= 0) return r;
+        int e = errno;  // read before anything can switch fibers
+        if (e == EINTR) continue;
+        if (e != EAGAIN && e != EWOULDBLOCK) return -e;
+        if (int w = fd_wait(st, dir, 0)) return w;
+    }
+}
+
+}  // namespace
+
+KIO_EXPORT ssize_t kio_read(int fd, void *buf, size_t len) noexcept {
+    return io_loop(fd, kIn, [&] { return ::read(fd, buf, len); });
+}
+
+KIO_EXPORT ssize_t kio_write(int fd, const void *buf, size_t len) noexcept {
+    return io_loop(fd, kOut, [&] { return ::write(fd, buf, len); });
+}
+
+KIO_EXPORT ssize_t kio_readv(int fd, const struct iovec *iov, int iovcnt) noexcept {
+    return io_loop(fd, kIn, [&] { return ::readv(fd, iov, iovcnt); });
+}
+
+KIO_EXPORT ssize_t kio_writev(int fd, const struct iovec *iov, int iovcnt) noexcept {
+    return io_loop(fd, kOut, [&] { return ::writev(fd, iov, iovcnt); });
+}
+
+KIO_EXPORT ssize_t kio_recv(int fd, void *buf, size_t len, int flags) noexcept {
+    return io_loop(fd, kIn, [&] { return ::recv(fd, buf, len, flags); });
+}
+
+KIO_EXPORT ssize_t kio_send(int fd, const void *buf, size_t len, int flags) noexcept {
+    return io_loop(fd, kOut, [&] { return ::send(fd, buf, len, flags | MSG_NOSIGNAL); });
+}
+
+KIO_EXPORT ssize_t kio_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
+                                socklen_t *addrlen) noexcept {
+    return io_loop(fd, kIn, [&] { return ::recvfrom(fd, buf, len, flags, addr, addrlen); });
+}
+
+KIO_EXPORT ssize_t kio_sendto(int fd, const void *buf, size_t len, int flags,
+                              const struct sockaddr *addr, socklen_t addrlen) noexcept {
+    return io_loop(fd, kOut,
+                   [&] { return ::sendto(fd, buf, len, flags | MSG_NOSIGNAL, addr, addrlen); });
+}
+
+KIO_EXPORT ssize_t kio_recvmsg(int fd, struct msghdr *msg, int flags) noexcept {
+    if (!msg) return -EINVAL;
+    return io_loop(fd, kIn, [&] { return ::recvmsg(fd, msg, flags); });
+}
+
+KIO_EXPORT ssize_t kio_sendmsg(int fd, const struct msghdr *msg, int flags) noexcept {
+    if (!msg) return -EINVAL;
+    return io_loop(fd, kOut, [&] { return ::sendmsg(fd, msg, flags | MSG_NOSIGNAL); });
+}
+
+KIO_EXPORT int kio_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags) noexcept {
+    if (flags & ~(SOCK_CLOEXEC | SOCK_NONBLOCK)) return -EINVAL;
+    long r = io_loop(fd, kIn, [&] { return long(::accept4(fd, addr, addrlen, flags | SOCK_NONBLOCK)); });
+    if (r >= 0) fd_fresh(int(r), true);
+    return int(r);
+}
+
+KIO_EXPORT int kio_connect(int fd, const struct sockaddr *addr, socklen_t addrlen) noexcept {
+    if (!addr) return -EINVAL;
+    Task *self = current_task();
+    if (!self) {
+        if (::connect(fd, addr, addrlen) == 0) return 0;
+        if (errno != EINPROGRESS && errno != EINTR) return -errno;
+        if (int w = thread_wait(fd, POLLOUT, scope_deadline())) return w;
+    } else {
+        if (self->cancel_pending()) return -ECANCELED;
+        int err = 0;
+        FdState *st = prepare(fd, &err);
+        if (!st) return err;
+        if (::connect(fd, addr, addrlen) == 0) return 0;
+        int e = errno;
+        if (e != EINPROGRESS && e != EINTR && e != EAGAIN) return -e;
+        // In progress: wait until writable, then read the outcome. (A stale
+        // readiness from before may wake us early: then poll(2) says not yet.)
+        for (;;) {
+            if (int w = fd_wait(st, kOut, 0)) return w;
+            pollfd p{fd, POLLOUT, 0};
+            if (::poll(&p, 1, 0) > 0) break;
+        }
+    }
+    int so = 0;
+    socklen_t sl = sizeof so;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &sl) < 0) return -errno;
+    return -so;
+}
+
+KIO_EXPORT int kio_poll(int fd, short events, uint64_t deadline) noexcept {
+    if (fd < 0) return -EBADF;
+    if (!(events & (POLLIN | POLLOUT | POLLPRI))) return -EINVAL;
+    Task *self = current_task();
+    for (;;) {
+        pollfd p{fd, events, 0};
+        int r = ::poll(&p, 1, 0);
+        if (r > 0) return (p.revents & POLLNVAL) ? -EBADF : p.revents;
+        if (r < 0 && errno != EINTR) return -errno;
+        if (!self) {
+            // Plain thread: the poll(2) below blocks; loop to collect revents.
+            if (int w = thread_wait(fd, events, earliest(deadline, scope_deadline()))) return w;
+            continue;
+        }
+        if (self->cancel_pending()) return -ECANCELED;
+        int err = 0;
+        FdState *st = prepare(fd, &err);
+        if (!st) return err;
+        bool in = events & (POLLIN | POLLPRI), out = events & POLLOUT;
+        if (int w = fd_wait(st, in ? kIn : kOut, deadline, in && out)) return w;
+    }
+}
+
+KIO_EXPORT int kio_socket(int domain, int type, int protocol) noexcept {
+    int fd = ::socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+    if (fd < 0) return -errno;
+    fd_fresh(fd, true);
+    return fd;
+}
+
+KIO_EXPORT int kio_close(int fd) noexcept {
+    if (fd < 0) return -EBADF;
+    if (FdState *st = fd_state(fd)) {
+        Waiter *wake;
+        {
+            LockGuard<SpinLock> g(st->lock);
+            wake = fd_close_locked(st);
+        }
+        wake_chain(wake);
+    }
+    // Linux closes the descriptor even when close(2) fails with EINTR.
+    if (::close(fd) < 0 && errno != EINTR) return -errno;
+    return 0;
+}
