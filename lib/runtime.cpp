@@ -99,6 +99,7 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
         o.backend = opts->backend;
     }
     if (current_worker()) return -EBUSY;
+    init_fences();
     Backend backend;
     if (int e = parse_backend(o.backend, &backend)) return e;
     unsigned threads = o.threads;

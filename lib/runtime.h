@@ -67,6 +67,11 @@ inline Runtime *runtime_of(kio_runtime *rt) {
 // busy (not stuck) fires its own.
 constexpr uint64_t kBackupGrace = 2 * 1000 * 1000;
 
+// Barriers for the producer/sleeper handshake (scheduler.cpp).
+void light_fence();  // producers: after queueing work, before reading sleep state
+void heavy_fence();  // sleepers: after announcing sleep, before looking for work
+void init_fences();  // once per process, before the first runtime runs
+
 // Scheduler entry points (scheduler.cpp).
 void ready(Task *t);                      // a parked fiber may run again (FIFO)
 void submit_new(Runtime *rt, Task *t);    // a spawned task (newest first on the spawner's worker)

@@ -15,7 +15,14 @@
 // the old fiber back in a run queue, publishes its Waiter, recycles its stack,
 // or hands it to another worker. When a SwitchMsg is handled the old fiber's
 // registers are saved, so whoever finds it may resume it at once.
+#include <sys/syscall.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <linux/membarrier.h>
+#endif
+
 #include <cerrno>
+#include <mutex>
 
 #include "context.h"
 #include "fd.h"
@@ -34,10 +41,18 @@ constexpr size_t kInjectBatch = 32;
 // partner in a ping-pong) and runs there soon, without a cross-thread trip.
 constexpr uint64_t kSingleStealDelay = 5 * 1000;  // ns
 
-// A full memory barrier for the Dekker-style handshakes between producers and
-// sleeping workers. ThreadSanitizer does not model fences, so its build uses a
-// sequentially consistent read-modify-write instead (a full barrier on every
-// architecture kio supports).
+// The handshake between producers (who queue work, then check whether a
+// worker sleeps) and sleepers (who announce sleep, then check for work) is a
+// Dekker pattern: each side needs a full barrier between its store and its
+// load. Producers run on every spawn and wakeup, sleepers rarely, so kio
+// makes the barrier asymmetric where the kernel allows (Linux membarrier,
+// as folly and liburcu do): producers need only a compiler barrier, and a
+// sleeper's membarrier() forces a barrier on every running thread of the
+// process. Elsewhere, and under ThreadSanitizer (which models neither
+// fences nor membarrier), both sides use a full barrier (a sequentially
+// consistent read-modify-write under TSan).
+std::atomic<bool> g_asymmetric{false};
+
 inline void full_fence() {
 #if KIO_TSAN
     static std::atomic<int> dummy{0};
@@ -46,6 +61,34 @@ inline void full_fence() {
     std::atomic_thread_fence(std::memory_order_seq_cst);
 #endif
 }
+
+}  // namespace
+
+void light_fence() {
+    if (g_asymmetric.load(std::memory_order_relaxed)) std::atomic_signal_fence(std::memory_order_seq_cst);
+    else full_fence();
+}
+
+void heavy_fence() {
+#if defined(__linux__) && !KIO_TSAN
+    if (g_asymmetric.load(std::memory_order_relaxed) &&
+        syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+        return;
+#endif
+    full_fence();
+}
+
+void init_fences() {
+#if defined(__linux__) && !KIO_TSAN
+    static std::once_flag once;
+    std::call_once(once, [] {
+        if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
+            g_asymmetric.store(true, std::memory_order_relaxed);
+    });
+#endif
+}
+
+namespace {
 
 uint32_t next_rand(Worker *w) {
     uint32_t x = w->rng;  // xorshift32
@@ -113,14 +156,14 @@ void notify(Runtime *rt) {
         if (current_worker() != &rt->workers[0]) wake_worker(&rt->workers[0]);
         return;
     }
-    full_fence();  // order the caller's queue push before reading the idle counts
+    light_fence();  // order the caller's queue push before reading the idle counts
     if (rt->nspinning.load(std::memory_order_relaxed) > 0) return;  // a spinner will find it
     if (rt->nsleeping.load(std::memory_order_relaxed) > 0 && wake_one_sleeper(rt)) return;
     if (rt->nstarted.load(std::memory_order_relaxed) < rt->nthreads) start_worker(rt);
 }
 
 void wake_worker(Worker *w) {
-    full_fence();
+    light_fence();
     uint32_t s = Worker::kSleeping;
     if (w->sleep_state.load(std::memory_order_relaxed) == s &&
         w->sleep_state.compare_exchange_strong(s, Worker::kNotified, std::memory_order_acq_rel))

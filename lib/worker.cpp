@@ -85,6 +85,7 @@ void sleep(Worker *w) {
     w->sleep_until.store(deadline, std::memory_order_seq_cst);
     w->sleep_state.store(Worker::kSleeping, std::memory_order_seq_cst);
     rt->nsleeping.fetch_add(1, std::memory_order_seq_cst);
+    heavy_fence();  // see light_fence(): producers' queue pushes are visible now
     if (!work_visible(w) && !rt->exiting.load(std::memory_order_seq_cst)) poll_worker(w, deadline);
     rt->nsleeping.fetch_sub(1, std::memory_order_seq_cst);
     w->sleep_state.store(Worker::kAwake, std::memory_order_seq_cst);
