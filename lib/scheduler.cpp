@@ -6,9 +6,10 @@
 //     not been polled for kPollInterval, then take the inbox, the injection
 //     queue or the FIFO ring before anything else (so woken fibers, injected
 //     work and I/O cannot be starved by a spawn tree or a yield loop);
-//   otherwise: inbox (pinned), spawn deque (newest first), FIFO ring,
-//     injection queue (a batch), due timers, then steal: half of a victim's
-//     ring, or the oldest task of its deque.
+//   otherwise: inbox (pinned), woken fibers (FIFO ring), spawn deque (newest
+//     first), yielded fibers (FIFO ring), injection queue (a batch), due
+//     timers, then steal: half of a victim's rings, or the oldest task of
+//     its deque.
 //
 // Switch-then-publish: a fiber that parks never publishes itself. It picks the
 // next context, switches, and the arriving context handles the SwitchMsg: puts
@@ -124,15 +125,17 @@ Task *current_task() {
 
 namespace {
 
-void push_ready(Worker *w, Task *t) {
-    if (KIO_LIKELY(w->ready.push(t))) return;
+void push_ring(Worker *w, Ring &ring, Task *t) {
+    if (KIO_LIKELY(ring.push(t))) return;
     // Ring full: move half of it to the injection queue, where any worker can
     // take it, then retry.
     Task *head, *tail;
-    uint32_t n = w->ready.take_half(&head, &tail);
+    uint32_t n = ring.take_half(&head, &tail);
     if (n) w->rt->inject.push_list(head, tail, n);
-    if (!w->ready.push(t)) w->rt->inject.push(t);
+    if (!ring.push(t)) w->rt->inject.push(t);
 }
+
+void push_ready(Worker *w, Task *t) { push_ring(w, w->ready, t); }
 
 bool wake_one_sleeper(Runtime *rt) {
     unsigned n = rt->nstarted.load(std::memory_order_acquire);
@@ -289,11 +292,12 @@ Task *steal(Worker *w) {
     for (unsigned i = 0; i < n; i++) {
         Worker *v = &rt->workers[(start + i) % n];
         if (v == w) continue;
-        uint32_t queued = v->ready.size() + uint32_t(v->spawned.size());
+        uint32_t queued = v->ready.size() + uint32_t(v->spawned.size()) + v->yielded.size();
         if (queued == 0 || (queued == 1 && !may_steal_single(w, v))) continue;
         if (Task *t = v->ready.steal_into(w->ready)) return t;
         if (v->spawned.size() > 0)
             if (Task *t = v->spawned.steal()) return t;
+        if (Task *t = v->yielded.steal_into(w->yielded)) return t;
     }
     // Timers of workers that may be stuck in a fiber that does not yield.
     uint64_t now = 0;
@@ -315,6 +319,7 @@ Task *fairness_pick(Worker *w) {
     if (now - w->last_poll >= kPollInterval) poll_now(w, now);
     if (Task *t = w->inbox.pop()) return t;
     if (Task *t = take_injected(w)) return t;
+    if (Task *t = w->yielded.pop()) return t;
     return w->ready.pop();
 }
 
@@ -327,9 +332,12 @@ Task *find_work(Worker *w) {
     if (KIO_UNLIKELY(tick % kFairnessInterval == 0))
         if ((t = runnable(w, fairness_pick(w)))) return t;
     if (!w->inbox.empty() && (t = runnable(w, w->inbox.pop()))) return t;
-    if (w->spawned.size() > 0 && (t = runnable(w, w->spawned.pop()))) return t;
-    // The ring may hold tasks that never ran (injection batches, overflow).
+    // Woken fibers first: each holds a stack, and running them promptly keeps
+    // spawn trees from piling up parked parents. (The ring may also hold
+    // tasks that never ran: injection batches, overflow.)
     if ((t = runnable(w, w->ready.pop()))) return t;
+    if (w->spawned.size() > 0 && (t = runnable(w, w->spawned.pop()))) return t;
+    if ((t = runnable(w, w->yielded.pop()))) return t;
     if ((t = runnable(w, take_injected(w)))) return t;
     if (w->timers.next_deadline() != UINT64_MAX && w->timers.fire_expired(now_ns()) &&
         (t = runnable(w, w->ready.pop())))
@@ -444,7 +452,7 @@ void handle(Worker *w, SwitchMsg *m) {
         if (m->prev->home) {
             m->prev->home->inbox.push(m->prev);
         } else {
-            push_ready(w, m->prev);
+            push_ring(w, w->yielded, m->prev);
             // The next fiber may never yield: another worker must be able
             // to take the one that did.
             notify(w->rt);

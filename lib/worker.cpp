@@ -23,7 +23,7 @@ bool work_visible(Worker *w) {
     unsigned n = rt->nstarted.load(std::memory_order_acquire);
     for (unsigned i = 0; i < n; i++) {
         Worker *v = &rt->workers[i];
-        if (v != w && (v->ready.size() > 0 || v->spawned.size() > 0)) return true;
+        if (v != w && v->stealable()) return true;
     }
     return false;
 }

@@ -76,8 +76,9 @@ struct alignas(kCacheLine) Worker {
     PollEvent events[64];
 
     // Shared with other threads.
+    Ring ready;               // woken fibers, FIFO (run first: they hold stacks)
     Deque spawned;            // new children, newest first
-    Ring ready;               // woken and yielding fibers, FIFO
+    Ring yielded;             // fibers that yielded, FIFO (after new children)
     TaskQueue inbox;          // pinned fibers of this worker, migrations
     TimerHeap timers;
     Poller poller;
@@ -95,7 +96,10 @@ struct alignas(kCacheLine) Worker {
     }
 
     bool has_local_work() const {
-        return spawned.size() > 0 || ready.size() > 0 || !inbox.empty();
+        return stealable() || !inbox.empty();
+    }
+    bool stealable() const {
+        return ready.size() > 0 || spawned.size() > 0 || yielded.size() > 0;
     }
 };
 
