@@ -115,11 +115,6 @@ thread_local Worker *tls_worker __attribute__((tls_model("initial-exec"))) = nul
 KIO_OPAQUE Worker *current_worker() { return tls_worker; }
 KIO_OPAQUE void set_current_worker(Worker *w) { tls_worker = w; }
 
-Task *current_task() {
-    Worker *w = current_worker();
-    return w ? w->current : nullptr;
-}
-
 // ---------------------------------------------------------------------------
 // Making work runnable
 
@@ -156,7 +151,7 @@ bool wake_one_sleeper(Runtime *rt) {
 void notify(Runtime *rt) {
     if (rt->nthreads == 1) {
         // The only worker: nothing to do if it is the caller, else ring it.
-        if (current_worker() != &rt->workers[0]) wake_worker(&rt->workers[0]);
+        if (current_worker_fast() != &rt->workers[0]) wake_worker(&rt->workers[0]);
         return;
     }
     light_fence();  // order the caller's queue push before reading the idle counts
@@ -177,10 +172,10 @@ void ready(Task *t) {
     Runtime *rt = t->rt;
     if (t->home) {  // pinned: only its own worker may run it
         t->home->inbox.push(t);
-        if (t->home != current_worker()) wake_worker(t->home);
+        if (t->home != current_worker_fast()) wake_worker(t->home);
         return;
     }
-    Worker *w = current_worker();
+    Worker *w = current_worker_fast();
     if (w && w->rt == rt) {
         push_ready(w, t);
         // An idle context that readies a single fiber is about to run it
@@ -193,7 +188,7 @@ void ready(Task *t) {
 }
 
 void submit_new(Runtime *rt, Task *t) {
-    Worker *w = current_worker();
+    Worker *w = current_worker_fast();
     if (!(w && w->rt == rt && w->spawned.push(t))) rt->inject.push(t);
     notify(rt);
 }

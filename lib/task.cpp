@@ -15,7 +15,7 @@ namespace kio {
 namespace {
 
 Task *alloc_task(Runtime *rt) {
-    Worker *w = current_worker();
+    Worker *w = current_worker_fast();
     if (w && w->rt == rt) {
         if (!w->task_cache) w->ntasks = rt->tasks.take(&w->task_cache, 64);
         Task *t = w->task_cache;
@@ -33,7 +33,7 @@ Task *alloc_task(Runtime *rt) {
 void free_task(Task *t) {
     Runtime *rt = t->rt;
     t->magic.store(Task::kMagicFree, std::memory_order_release);
-    Worker *w = current_worker();
+    Worker *w = current_worker_fast();
     if (w && w->rt == rt) {
         t->qnext = w->task_cache;
         w->task_cache = t;
@@ -162,7 +162,7 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
     if (rth) {
         if (!(rt = runtime_of(rth))) return fail(-EINVAL);
     } else {
-        Worker *w = current_worker();
+        Worker *w = current_worker_fast();
         if (!w) return fail(-EPERM);
         rt = w->rt;
     }
@@ -187,7 +187,7 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
     }
 
     t->gen.store(t->gen.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    Worker *w = current_worker();
+    Worker *w = current_worker_fast();
     if (w && w->rt != rt) w = nullptr;
     if (w) {
         if (w->id_next == w->id_end) {

@@ -108,12 +108,23 @@ struct alignas(kCacheLine) Worker {
 // thread after any switch, and compilers cache TLS addresses within a function.
 Worker *current_worker();
 
-// The same, inlined: only for the entry of a function, before anything in it
-// can switch fibers (fast paths that must not pay for a call).
+// The same, inlined where that is safe. On x86-64 every TLS load goes
+// through the %fs segment, so no stale thread pointer can be reused after a
+// switch; elsewhere (aarch64 reads tpidr_el0, which compilers may keep in a
+// register across calls) it stays a call.
 extern thread_local Worker *tls_worker __attribute__((tls_model("initial-exec")));
+#if defined(__x86_64__)
+inline Worker *current_worker_fast() { return tls_worker; }
+#else
+inline Worker *current_worker_fast() { return current_worker(); }
+#endif
+// Only for the entry of a function, before anything in it can switch.
 inline Worker *current_worker_at_entry() { return tls_worker; }
 void set_current_worker(Worker *w);
 // The calling fiber's task (nullptr on plain threads and idle contexts).
-Task *current_task();
+inline Task *current_task() {
+    Worker *w = current_worker_fast();
+    return w ? w->current : nullptr;
+}
 
 }  // namespace kio
