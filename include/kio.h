@@ -78,8 +78,18 @@ typedef struct kio_options {
     unsigned threads;    /* workers including the creating thread; 0 = CPU count */
     size_t stack_size;   /* default fiber stack in bytes; 0 = library default (64 KiB) */
     const char *backend; /* NULL or "auto", "epoll", "kqueue" (later "io_uring") */
+    /* Debugging (see docs/debugging.md). Fields beyond opts->size (an older
+     * header) take their defaults. */
+    int dump_signal;       /* 0 = off; a signal (e.g. SIGQUIT) that makes kio_dump(rt, 2) */
+    uint64_t stall_ns;     /* 0 = off; report a fiber running this long without a kio call */
+    unsigned debug_flags;  /* KIO_DEBUG_* bits */
     /* more fields may follow in later versions */
 } kio_options;
+
+/* debug_flags: resume every fiber on another worker than it parked on, to
+ * flush out code that caches thread-local state across a switch (also
+ * enabled by the environment variable KIO_DEBUG_MIGRATE=1). Slow. */
+#define KIO_DEBUG_MIGRATE 1u
 
 /* Fills opts with defaults and sets opts->size. Does nothing if opts is NULL. */
 KIO_API void kio_options_init(kio_options *opts) KIO_NOEXCEPT;
@@ -89,7 +99,7 @@ KIO_API void kio_options_init(kio_options *opts) KIO_NOEXCEPT;
  * lazily, when work is queued and no worker is idle, up to opts->threads.
  *
  * opts may be NULL (defaults). opts->size must be at least the size of the
- * kio_options of version 0.1 (the fields above). stack_size is rounded up to a
+ * kio_options of version 0.1 (up to and including `backend`). stack_size is rounded up to a
  * whole number of pages; each stack also gets a guard page below it.
  *
  * Errors: -EINVAL (out NULL, bad opts->size, unknown backend, stack_size
@@ -455,6 +465,64 @@ KIO_API int kio_cq_poll(kio_cq *cq, kio_cq_event *events, size_t max) KIO_NOEXCE
 /* Destroys the queue. Tasks still watched by it post nowhere: their results
  * are dropped. Errors: -EINVAL. */
 KIO_API int kio_cq_destroy(kio_cq *cq) KIO_NOEXCEPT;
+
+/* ---------------------------------------------------------------------------
+ * Introspection and debugging (docs/debugging.md)
+ * ------------------------------------------------------------------------- */
+
+/* What a parked task waits for (kio_stats parks[], kio_dump). */
+enum {
+    KIO_PARK_SLEEP,    /* kio_sleep, kio_sleep_until */
+    KIO_PARK_MUTEX,    /* kio_mutex_lock */
+    KIO_PARK_COND,     /* kio_cond_wait, kio_cond_wait_until */
+    KIO_PARK_AWAIT,    /* kio_await, kio_cancel */
+    KIO_PARK_SELECT,   /* kio_select */
+    KIO_PARK_IO,       /* descriptor readiness (kio_read, kio_accept, kio_poll, ...) */
+    KIO_PARK_BLOCKING, /* the blocking pool (kio_blocking, files, name resolution) */
+    KIO_PARK_OTHER,    /* runtime internals (shutdown, migration) */
+    KIO_PARK_KINDS
+};
+
+/* Counters of a runtime. A struct tag only (the function below has its
+ * name): declare `struct kio_stats st;`. */
+struct kio_stats {
+    size_t size;               /* sizeof(struct kio_stats); set by kio_stats_init */
+    unsigned workers;          /* worker threads started (including worker 0) */
+    uint64_t tasks_live;       /* spawned and not yet finished */
+    uint64_t tasks_ready;      /* queued to run */
+    uint64_t switches;         /* context switches so far */
+    uint64_t steals;           /* tasks taken from other workers */
+    uint64_t parks[KIO_PARK_KINDS]; /* parks so far, by kind */
+    uint64_t stack_reserved;   /* bytes of address space reserved for stacks */
+    uint64_t stack_committed;  /* bytes of stacks handed out at least once */
+    /* more fields may follow in later versions */
+};
+
+/* Sets out->size and zeroes the rest. */
+KIO_API void kio_stats_init(struct kio_stats *out) KIO_NOEXCEPT;
+
+/* Fills *out (up to out->size bytes) with rt's counters (rt NULL =
+ * kio_current()). The counters are read without stopping the runtime, so
+ * they are each exact but not a consistent snapshot. Errors: -EINVAL.
+ * Thread safety: any thread. */
+KIO_API int kio_stats(kio_runtime *rt, struct kio_stats *out) KIO_NOEXCEPT;
+
+/* Stores up to max return addresses of task's stack in frames (task NULL =
+ * the calling fiber) and returns their count, innermost first. The task must
+ * be suspended (parked or queued): -EBUSY while it runs on a worker. The walk
+ * reads the suspended stack while the task could be resumed by another
+ * thread, so use it for diagnostics (a task that wakes during the walk gives
+ * a truncated trace). Errors: -EINVAL, -EBUSY, -ENOTSUP (no unwinder on this
+ * platform), -EPERM (task NULL on a plain thread). */
+KIO_API int kio_backtrace(kio_task *task, void **frames, size_t max) KIO_NOEXCEPT;
+
+/* Writes a report of rt (NULL = kio_current()) to fd: its workers, and every
+ * live task with its id, name, state (running, ready, or parked on what: sleep
+ * until when, mutex, condition, descriptor and direction, await of which task)
+ * and symbolized backtrace. Returns 0 or a negative errno (-EINVAL, a write
+ * error). Async-signal-safe enough to run from the dump signal (it takes no
+ * lock that a worker could hold while blocked). Thread safety: any thread. */
+KIO_API int kio_dump(kio_runtime *rt, int fd) KIO_NOEXCEPT;
 
 #ifdef __cplusplus
 }

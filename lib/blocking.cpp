@@ -175,7 +175,7 @@ int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, bool cancelab
     j->arg = arg;
     Waiter w;
     BlockingWait a{pool, j, false};
-    int r = wait_on(&w, publish_blocking, &a, 0, cancelable);
+    int r = wait_on(&w, publish_blocking, &a, 0, cancelable, KIO_PARK_BLOCKING, reinterpret_cast<const void *>(fn));
     {
         LockGuard<SpinLock> g(j->lock);
         j->waiter = nullptr;  // canceled or timed out: the job finishes unobserved

@@ -41,7 +41,7 @@ int cond_wait(CondImpl *c, MutexImpl *m, uint64_t deadline, bool has_deadline) {
     WaitNode n;
     n.waiter = &w;
     CondWait a{c, m, &n, me};
-    int r = wait_on(&w, publish_cond_wait, &a, has_deadline ? deadline : 0, true);
+    int r = wait_on(&w, publish_cond_wait, &a, has_deadline ? deadline : 0, true, KIO_PARK_COND, c);
     unlink_if_linked(c->lock, c->waiters, &n);
     mutex_lock(m, false);
     return r;

@@ -92,7 +92,7 @@ int fd_wait(FdState *st, Direction dir, uint64_t deadline, bool both) {
     WaitNode nodes[2];
     nodes[0].waiter = nodes[1].waiter = &w;
     FdWait a{st, dir, both, nodes};
-    int r = wait_on(&w, publish_fd_wait, &a, deadline, true);
+    int r = wait_on(&w, publish_fd_wait, &a, deadline, true, KIO_PARK_IO, st, both ? 2 : dir);
     unlink_if_linked(st->lock, list_of(st, dir), &nodes[0]);
     if (both) unlink_if_linked(st->lock, list_of(st, Direction(1 - dir)), &nodes[1]);
     return r;

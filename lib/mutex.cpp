@@ -260,7 +260,7 @@ int mutex_lock(M *m, bool cancelable) {
         n.waiter = &wt;
         n.value = owner_switched_out(m);  // queued behind a long critical section: hand off
         MutexWait a{m, &n, front, front && now_ns() - since >= kStarveAfter, woken};
-        int r = wait_on(&wt, publish_mutex_wait, &a, 0, cancelable);
+        int r = wait_on(&wt, publish_mutex_wait, &a, 0, cancelable, KIO_PARK_MUTEX, m);
         unlink_waiter(m, &n);
         if (r == 0) {  // handed over (owner already set): now running
             clear_bits(m, M::kPending);

@@ -9,7 +9,10 @@
 // and join the other workers, free everything.
 #include <unistd.h>
 
+#include <csignal>
 #include <cerrno>
+#include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 
@@ -48,7 +51,7 @@ void wait_for_all_tasks(Runtime *rt) {
         cancel_all(rt);
         if (rt->live_tasks() == 0) break;
         Waiter w;
-        wait_on(&w, [](Waiter *, void *) {}, nullptr, now_ns() + pause, false);
+        wait_on(&w, [](Waiter *, void *) {}, nullptr, now_ns() + pause, false, KIO_PARK_OTHER);
         if (pause < 1000 * 1000) pause *= 2;
     }
 }
@@ -93,11 +96,17 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
     kio_options o;
     kio_options_init(&o);
     if (opts) {
-        if (opts->size < sizeof(kio_options)) return -EINVAL;
-        o.threads = opts->threads;
-        o.stack_size = opts->stack_size;
-        o.backend = opts->backend;
+        // Version 0.1's options end after `backend`; later fields are read
+        // only if the caller's struct has them.
+        constexpr size_t kV1 = offsetof(kio_options, backend) + sizeof(const char *);
+        if (opts->size < kV1) return -EINVAL;
+        std::memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
+        o.size = sizeof o;
     }
+    if (const char *e = getenv("KIO_DEBUG_MIGRATE"); e && *e && *e != '0') o.debug_flags |= KIO_DEBUG_MIGRATE;
+    if (o.dump_signal < 0 || o.dump_signal >= NSIG || o.dump_signal == SIGSEGV || o.dump_signal == SIGBUS ||
+        o.dump_signal == SIGKILL || o.dump_signal == SIGSTOP)
+        return -EINVAL;
     if (current_worker()) return -EBUSY;
     init_fences();
     Backend backend;
@@ -118,6 +127,9 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
     if (!rt) return -ENOMEM;
     rt->nthreads = threads;
     rt->backend = backend;
+    rt->debug_migrate = (o.debug_flags & KIO_DEBUG_MIGRATE) != 0;
+    rt->stall_ns = o.stall_ns;
+    rt->dump_signal = o.dump_signal;
     rt->workers = new (std::nothrow) Worker[threads];
     if (!rt->workers) {
         delete rt;
@@ -154,7 +166,18 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
     rt->creator = pthread_self();
 
     w0->current = &m;
+    w0->switched_at.store(now_ns(), std::memory_order_relaxed);
     set_current_worker(w0);
+    w0->altstack = debug_thread_start();
+    if (int e = debug_runtime_start(rt)) {
+        debug_thread_stop(w0->altstack);
+        set_current_worker(nullptr);
+        free_runtime(rt);
+        return e;
+    }
+    if (rt->debug_migrate)  // migration needs somewhere to go from the start
+        while (rt->nstarted.load(std::memory_order_relaxed) < rt->nthreads && start_worker(rt) == 0) {
+        }
     *out = rt;
     return 0;
 }
@@ -178,7 +201,9 @@ KIO_EXPORT int kio_runtime_destroy(kio_runtime *rth) noexcept {
     }
     // A worker being started concurrently finished starting before exiting
     // was set (start_worker checks it under start_lock).
-    std::lock_guard<std::mutex>(rt->start_lock);
+    { std::lock_guard<std::mutex> g(rt->start_lock); }
+    debug_runtime_stop(rt);
+    debug_thread_stop(rt->workers[0].altstack);
     set_current_worker(nullptr);
     free_runtime(rt);
     return 0;

@@ -46,6 +46,13 @@ struct Runtime : kio_runtime {
     std::atomic<bool> exiting{false};
     std::atomic<class BlockingPool *> blocking{nullptr};  // created on first use
 
+    // Debugging options (kio_options).
+    bool debug_migrate = false;
+    std::atomic<unsigned> migrate_next{0};
+    uint64_t stall_ns = 0;
+    int dump_signal = 0;
+    class Monitor *monitor = nullptr;  // thread for the stall watchdog and dump signal
+
     Task main;                                   // the main fiber (thread stack, not pooled)
     pthread_t creator{};
 
@@ -81,7 +88,8 @@ Task *find_work(Worker *w);               // next fiber to run on w, or nullptr
 [[noreturn]] void exit_fiber();           // the calling task's fn returned
 int yield_current();                      // reschedule the calling fiber at the back
 void migrate_current(Worker *to);         // continue the calling fiber on `to`
-void park_current(Waiter *w, PublishFn publish, void *arg, uint64_t deadline, bool cancelable);
+void park_current(Waiter *w, PublishFn publish, void *arg, uint64_t deadline, bool cancelable,
+                  int kind);
 void run_from_idle(Worker *w, Task *t);   // idle context: run t until it switches back
 void poll_worker(Worker *w, uint64_t deadline);  // block in w's poller, dispatch events
 void idle_entry(void *msg, void *arg);    // worker 0's idle context starts here
@@ -93,6 +101,12 @@ void finish_task(Task *t);                // fn returned: publish the result, wa
 void release_task(Task *t);               // drops one reference
 void request_cancel(Task *t);
 void cancel_all(Runtime *rt);
+
+// Debugging (debug.cpp).
+void *debug_thread_start();            // alternate signal stack for a worker thread
+void debug_thread_stop(void *altstack);
+int debug_runtime_start(Runtime *rt);  // monitor thread (dump signal, stall watchdog)
+void debug_runtime_stop(Runtime *rt);
 
 // Completion queues (cq.cpp).
 void cq_post(CompletionQueue *q, uint64_t user_data, void *result);

@@ -132,6 +132,19 @@ void push_ring(Worker *w, Ring &ring, Task *t) {
 
 void push_ready(Worker *w, Task *t) { push_ring(w, w->ready, t); }
 
+// KIO_DEBUG_MIGRATE: sends a fiber that becomes runnable to the inbox of
+// another worker than the one it is on, round robin. False with one worker.
+bool migrate_elsewhere(Runtime *rt, Worker *w, Task *t) {
+    unsigned n = rt->nstarted.load(std::memory_order_acquire);
+    if (n < 2) return false;
+    unsigned i = rt->migrate_next.fetch_add(1, std::memory_order_relaxed) % n;
+    Worker *to = &rt->workers[i];
+    if (to == w) to = &rt->workers[(i + 1) % n];
+    to->inbox.push(t);
+    wake_worker(to);
+    return true;
+}
+
 bool wake_one_sleeper(Runtime *rt) {
     unsigned n = rt->nstarted.load(std::memory_order_acquire);
     for (unsigned i = 0; i < n; i++) {
@@ -176,6 +189,7 @@ void ready(Task *t) {
         return;
     }
     Worker *w = current_worker_fast();
+    if (KIO_UNLIKELY(rt->debug_migrate) && migrate_elsewhere(rt, w, t)) return;
     if (w && w->rt == rt) {
         push_ready(w, t);
         // An idle context that readies a single fiber is about to run it
@@ -289,10 +303,13 @@ Task *steal(Worker *w) {
         if (v == w) continue;
         uint32_t queued = v->ready.size() + uint32_t(v->spawned.size()) + v->yielded.size();
         if (queued == 0 || (queued == 1 && !may_steal_single(w, v))) continue;
-        if (Task *t = v->ready.steal_into(w->ready)) return t;
-        if (v->spawned.size() > 0)
-            if (Task *t = v->spawned.steal()) return t;
-        if (Task *t = v->yielded.steal_into(w->yielded)) return t;
+        Task *t = v->ready.steal_into(w->ready);
+        if (!t && v->spawned.size() > 0) t = v->spawned.steal();
+        if (!t) t = v->yielded.steal_into(w->yielded);
+        if (t) {
+            Worker::bump(w->n_steals);
+            return t;
+        }
     }
     // Timers of workers that may be stuck in a fiber that does not yield.
     uint64_t now = 0;
@@ -375,6 +392,8 @@ void switch_to(Worker *w, Task *next) {
     void **save = prev ? &prev->sp : &w->idle_sp;
     void *load = next ? next->sp : w->idle_sp;
     w->current = next;
+    Worker::bump(w->n_switches);
+    if (KIO_UNLIKELY(w->rt->stall_ns)) w->switched_at.store(now_ns(), std::memory_order_relaxed);
     if (next) next->on_cpu.store(true, std::memory_order_relaxed);
     san_before_switch(prev ? &prev->san : &w->idle_san, next ? &next->san : &w->idle_san,
                       msg->kind == SwitchMsg::kRecycle);
@@ -446,7 +465,7 @@ void handle(Worker *w, SwitchMsg *m) {
     case SwitchMsg::kReschedule:
         if (m->prev->home) {
             m->prev->home->inbox.push(m->prev);
-        } else {
+        } else if (!(KIO_UNLIKELY(w->rt->debug_migrate) && migrate_elsewhere(w->rt, w, m->prev))) {
             push_ring(w, w->yielded, m->prev);
             // The next fiber may never yield: another worker must be able
             // to take the one that did.
@@ -478,8 +497,10 @@ void fiber_main(void *msg, void *arg) {
 
 }  // namespace
 
-void park_current(Waiter *wt, PublishFn publish, void *arg, uint64_t deadline, bool cancelable) {
+void park_current(Waiter *wt, PublishFn publish, void *arg, uint64_t deadline, bool cancelable,
+                  int kind) {
     Worker *w = current_worker();
+    Worker::bump(w->n_parks[kind]);
     Task *next = find_work(w);
     SwitchMsg &m = w->msg;
     m.kind = SwitchMsg::kPublish;

@@ -65,6 +65,7 @@ bool StackPool::carve(size_t size, Stack *out) {
     out->size = size;
     (void)KIO_VALGRIND_STACK_REGISTER(out->base, out->size);
     created_.fetch_add(1, std::memory_order_relaxed);
+    committed_.fetch_add(size, std::memory_order_relaxed);
     return true;
 }
 

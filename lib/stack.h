@@ -44,6 +44,7 @@ class StackPool {
     size_t default_size() const { return default_size_; }
     // Statistics.
     size_t reserved_bytes() const { return reserved_.load(std::memory_order_relaxed); }
+    size_t committed_bytes() const { return committed_.load(std::memory_order_relaxed); }
     size_t stacks_created() const { return created_.load(std::memory_order_relaxed); }
     size_t guards_missing() const { return unguarded_.load(std::memory_order_relaxed); }
     static size_t page_size();
@@ -67,7 +68,7 @@ class StackPool {
     Region *regions_ = nullptr;
     FreeStack *free_default_ = nullptr;  // links live in the free stacks' top bytes
     FreeStack *free_other_ = nullptr;
-    std::atomic<size_t> reserved_{0}, created_{0}, unguarded_{0};
+    std::atomic<size_t> reserved_{0}, committed_{0}, created_{0}, unguarded_{0};
 };
 
 }  // namespace kio

@@ -89,7 +89,7 @@ int wait_finished(Task *t, bool cancelable) {
     WaitNode n;
     n.waiter = &w;
     TaskWait a{t, &n};
-    int r = wait_on(&w, publish_task_wait, &a, 0, cancelable);
+    int r = wait_on(&w, publish_task_wait, &a, 0, cancelable, KIO_PARK_AWAIT, t);
     unlink_if_linked(t->lock, t->waiters, &n);
     return r;
 }
@@ -345,7 +345,7 @@ KIO_EXPORT int kio_select(kio_task *const *handles, size_t count, size_t *index)
                 nodes[i].value = int(i);
             }
             SelectWait a{tasks, nodes, count};
-            r = wait_on(&w, publish_select, &a, 0, true);
+            r = wait_on(&w, publish_select, &a, 0, true, KIO_PARK_SELECT, tasks, int(count));
             for (size_t i = 0; i < count; i++) unlink_if_linked(tasks[i]->lock, tasks[i]->waiters, &nodes[i]);
             if (r >= 0) {
                 lowest_finished(tasks, count, index);

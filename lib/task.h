@@ -67,6 +67,12 @@ struct alignas(64) Task {
     std::atomic<bool> cancel_requested{false};
     std::atomic<bool> shielded{false};
     uint64_t deadline = 0;  // kio_deadline_set: bounds every cancelable wait (0 = none)
+    // What the task is parked on, for kio_dump (written by the task itself
+    // before it parks; read racily by the dump).
+    std::atomic<int> wait_kind{-1};  // KIO_PARK_*, -1 when not parked
+    const void *wait_obj = nullptr;
+    int wait_aux = 0;
+    uint64_t wait_until = 0;
     SpinLock lock;
     WaitList waiters;
     Waiter *cur_wait = nullptr;

@@ -39,7 +39,7 @@ KIO_EXPORT int kio_sleep_until(uint64_t deadline) noexcept {
     uint64_t scope = self->deadline;
     if (scope && scope <= now) return -ETIMEDOUT;
     Waiter w;
-    int r = wait_on(&w, publish_nothing, nullptr, deadline, true);
+    int r = wait_on(&w, publish_nothing, nullptr, deadline, true, KIO_PARK_SLEEP);
     // The timer claims -ETIMEDOUT: the sleep is over, unless the deadline
     // scope cut it short.
     if (r == -ETIMEDOUT) return scope && scope < deadline ? -ETIMEDOUT : 0;

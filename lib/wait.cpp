@@ -90,12 +90,18 @@ uint64_t set_scope_deadline(uint64_t deadline) {
     return prev;
 }
 
-int wait_on(Waiter *w, PublishFn publish, void *arg, uint64_t deadline, bool cancelable) {
+int wait_on(Waiter *w, PublishFn publish, void *arg, uint64_t deadline, bool cancelable, int kind,
+            const void *obj, int aux) {
     Task *self = current_task();
     if (cancelable) deadline = earliest(deadline, self ? self->deadline : tls_deadline);
     if (!self) return wait_thread(w, publish, arg, deadline);
     w->task = self;
-    park_current(w, publish, arg, deadline, cancelable);
+    self->wait_obj = obj;
+    self->wait_aux = aux;
+    self->wait_until = deadline;
+    self->wait_kind.store(kind, std::memory_order_release);
+    park_current(w, publish, arg, deadline, cancelable, kind);
+    self->wait_kind.store(-1, std::memory_order_relaxed);
     disarm(w);
     return w->result();
 }

@@ -172,8 +172,10 @@ void unlink_if_linked(L &lock, WaitList &list, WaitNode *n) {
 // Returns the claimer's result after detaching w from the timer and canceler
 // (source-specific links are the caller's to remove).
 // Cancelable waits also end at the caller's deadline scope (kio_deadline_set).
+// kind (KIO_PARK_*), obj and aux describe the wait for kio_dump and kio_stats.
 using PublishFn = void (*)(Waiter *w, void *arg);
-int wait_on(Waiter *w, PublishFn publish, void *arg, uint64_t deadline, bool cancelable);
+int wait_on(Waiter *w, PublishFn publish, void *arg, uint64_t deadline, bool cancelable,
+            int kind, const void *obj = nullptr, int aux = 0);
 
 // The calling task's (or plain thread's) deadline scope; 0 = none.
 uint64_t scope_deadline();

@@ -97,7 +97,9 @@ void *worker_main(void *arg) {
     auto *w = static_cast<Worker *>(arg);
     set_current_worker(w);
     san_adopt_current(&w->idle_san);
+    w->altstack = debug_thread_start();
     idle_loop(w);
+    debug_thread_stop(w->altstack);
     set_current_worker(nullptr);
     return nullptr;
 }

@@ -87,9 +87,15 @@ struct alignas(kCacheLine) Worker {
     std::atomic<uint64_t> sleep_until{UINT64_MAX};
     pthread_t thread{};
     bool has_thread = false;
-    // Written only by this worker (no read-modify-write), read by destroy.
+    // Written only by this worker (no read-modify-write), read by destroy
+    // and kio_stats.
     std::atomic<int64_t> nspawned{0};  // tasks this worker's fibers spawned
     std::atomic<int64_t> nretired{0};  // tasks recycled on this worker
+    std::atomic<int64_t> n_switches{0};
+    std::atomic<int64_t> n_steals{0};
+    std::atomic<int64_t> n_parks[KIO_PARK_KINDS] = {};
+    std::atomic<uint64_t> switched_at{0};  // stall watchdog: when `current` started running
+    void *altstack = nullptr;              // signal stack of this worker's thread
 
     static void bump(std::atomic<int64_t> &c) {
         c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_release);
