@@ -78,8 +78,7 @@ typedef struct kio_options {
     unsigned threads;    /* workers including the creating thread; 0 = CPU count */
     size_t stack_size;   /* default fiber stack in bytes; 0 = library default (64 KiB) */
     const char *backend; /* NULL or "auto", "epoll", "kqueue" (later "io_uring") */
-    /* Debugging (see docs/debugging.md). Fields beyond opts->size (an older
-     * header) take their defaults. */
+    /* Debugging (see docs/debugging.md). */
     int dump_signal;       /* 0 = off; a signal (e.g. SIGQUIT) that makes kio_dump(rt, 2) */
     uint64_t stall_ns;     /* 0 = off; report a fiber running this long without a kio call */
     unsigned debug_flags;  /* KIO_DEBUG_* bits */
@@ -91,7 +90,11 @@ typedef struct kio_options {
  * enabled by the environment variable KIO_DEBUG_MIGRATE=1). Slow. */
 #define KIO_DEBUG_MIGRATE 1u
 
-/* Fills opts with defaults and sets opts->size. Does nothing if opts is NULL. */
+/* Fills opts with defaults and sets opts->size. Does nothing if opts is NULL.
+ * It writes exactly the fields of version 0.1 (this struct): later versions
+ * append fields and keep this function's size, so programs built against
+ * this header stay safe with newer libraries, which read only opts->size
+ * bytes. */
 KIO_API void kio_options_init(kio_options *opts) KIO_NOEXCEPT;
 
 /* Creates a runtime and turns the calling thread into its worker 0: the code
@@ -99,7 +102,7 @@ KIO_API void kio_options_init(kio_options *opts) KIO_NOEXCEPT;
  * lazily, when work is queued and no worker is idle, up to opts->threads.
  *
  * opts may be NULL (defaults). opts->size must be at least the size of the
- * kio_options of version 0.1 (up to and including `backend`). stack_size is rounded up to a
+ * kio_options of version 0.1 (this header's). stack_size is rounded up to a
  * whole number of pages; each stack also gets a guard page below it.
  *
  * Errors: -EINVAL (out NULL, bad opts->size, unknown backend, stack_size
@@ -145,7 +148,8 @@ typedef struct kio_spawn_options {
     /* more fields may follow in later versions */
 } kio_spawn_options;
 
-/* Fills opts with defaults and sets opts->size. Does nothing if opts is NULL. */
+/* Fills opts with defaults and sets opts->size (the same size rules as
+ * kio_options_init). Does nothing if opts is NULL. */
 KIO_API void kio_spawn_options_init(kio_spawn_options *opts) KIO_NOEXCEPT;
 
 /* Starts fn(arg) as a new task of rt (NULL = kio_current()). The task is queued
@@ -498,7 +502,8 @@ struct kio_stats {
     /* more fields may follow in later versions */
 };
 
-/* Sets out->size and zeroes the rest. */
+/* Sets out->size and zeroes the rest (the same size rules as
+ * kio_options_init). Does nothing if out is NULL. */
 KIO_API void kio_stats_init(struct kio_stats *out) KIO_NOEXCEPT;
 
 /* Fills *out (up to out->size bytes) with rt's counters (rt NULL =

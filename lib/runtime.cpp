@@ -96,10 +96,9 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
     kio_options o;
     kio_options_init(&o);
     if (opts) {
-        // Version 0.1's options end after `backend`; later fields are read
-        // only if the caller's struct has them.
-        constexpr size_t kV1 = offsetof(kio_options, backend) + sizeof(const char *);
-        if (opts->size < kV1) return -EINVAL;
+        // A larger struct (a newer header) is fine: its extra fields are
+        // beyond what this version knows.
+        if (opts->size < sizeof(kio_options)) return -EINVAL;
         std::memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
         o.size = sizeof o;
     }

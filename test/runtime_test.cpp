@@ -645,7 +645,10 @@ void overflow_a_fiber_stack(size_t runtime_stack, size_t task_stack) {
 // The sanitizer's own SIGSEGV handler reports the fault and exits.
 #define KT_EXPECT_GUARD_FAULT(stmt) EXPECT_DEATH(stmt, "Sanitizer: (stack-overflow|SEGV)")
 #else
-#define KT_EXPECT_GUARD_FAULT(stmt) EXPECT_EXIT(stmt, ::testing::KilledBySignal(SIGSEGV), "")
+// kio's fault handler recognizes the guard page, names the task and aborts.
+#define KT_EXPECT_GUARD_FAULT(stmt)                          \
+    EXPECT_EXIT(stmt, ::testing::KilledBySignal(SIGABRT), \
+                "kio: stack overflow in task [0-9]+ '' \\(stack [0-9]+ bytes\\)(.|\n)*recurse_deep")
 #endif
 
 TEST(RuntimeDeathTest, StackOverflowHitsTheGuardPage) {
