@@ -311,14 +311,15 @@ Task *steal(Worker *w) {
             return t;
         }
     }
-    // Timers of workers that may be stuck in a fiber that does not yield.
+    // Timers of workers that may be stuck in a fiber that does not yield
+    // (skipped while their owner is busy firing them).
     uint64_t now = 0;
     bool fired = false;
     for (unsigned i = 0; i < n; i++) {
         Worker *v = &rt->workers[i];
         if (v == w || v->timers.next_deadline() == UINT64_MAX) continue;
         if (!now) now = now_ns();
-        if (v->timers.next_deadline() <= now) fired |= v->timers.fire_expired(now) > 0;
+        if (v->timers.next_deadline() <= now && !v->timers.busy()) fired |= v->timers.fire_expired(now) > 0;
     }
     return fired ? w->ready.pop() : nullptr;
 }
@@ -401,11 +402,9 @@ void switch_to(Worker *w, Task *next) {
     after_switch(in);
 }
 
+// (A deadline already past fires at the worker's next look at its timers,
+// which comes before it sleeps: no clock read here.)
 void arm_timer(Worker *w, Waiter *wt, uint64_t deadline) {
-    if (deadline <= now_ns()) {
-        claim(wt, -ETIMEDOUT);
-        return;
-    }
     wt->timer.deadline = deadline;
     if (!w->timers.insert(&wt->timer)) {
         claim(wt, -ENOMEM);

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <new>
 
 #include "sanitizer.h"
@@ -27,6 +28,7 @@ size_t StackPool::page_size() {
 StackPool::StackPool(size_t default_size) : default_size_(default_size) {}
 
 StackPool::~StackPool() {
+    std::free(free_default_);
     for (Region *r = regions_; r;) {
         Region *next = r->next;
         munmap(r->base, r->len);
@@ -70,8 +72,9 @@ bool StackPool::carve(size_t size, Stack *out) {
 }
 
 bool StackPool::alloc(size_t size, Stack *out) {
+    if (size == default_size_) return alloc_batch(out, 1) == 1;
     std::lock_guard<std::mutex> g(lock_);
-    FreeStack **list = size == default_size_ ? &free_default_ : &free_other_;
+    FreeStack **list = &free_other_;
     for (FreeStack **p = list; *p; p = &(*p)->next) {
         if ((*p)->size == size) {
             FreeStack *f = *p;
@@ -84,14 +87,29 @@ bool StackPool::alloc(size_t size, Stack *out) {
     return carve(size, out);
 }
 
-// A free stack stores its list link in its own top bytes: no bookkeeping
-// allocation, and the page is already touched.
+// A free stack of another size stores its list link in its own top bytes: no
+// bookkeeping allocation, and the page is already touched. Default-size
+// stacks go to an array (if it cannot grow, the stack is kept as if of
+// another size: still reusable).
 void StackPool::push_free_locked(const Stack &s) {
+    if (s.size == default_size_) {
+        if (nfree_default_ == cap_free_default_) {
+            size_t ncap = cap_free_default_ ? cap_free_default_ * 2 : 256;
+            auto **p = static_cast<void **>(std::realloc(free_default_, ncap * sizeof(void *)));
+            if (p) {
+                free_default_ = p;
+                cap_free_default_ = ncap;
+            }
+        }
+        if (nfree_default_ < cap_free_default_) {
+            free_default_[nfree_default_++] = s.base;
+            return;
+        }
+    }
     auto *f = reinterpret_cast<FreeStack *>(static_cast<char *>(s.top()) - sizeof(FreeStack));
     f->size = s.size;
-    FreeStack **list = s.size == default_size_ ? &free_default_ : &free_other_;
-    f->next = *list;
-    *list = f;
+    f->next = free_other_;
+    free_other_ = f;
 }
 
 void StackPool::free(const Stack &s) {
@@ -102,11 +120,9 @@ void StackPool::free(const Stack &s) {
 size_t StackPool::alloc_batch(Stack *out, size_t n) {
     std::lock_guard<std::mutex> g(lock_);
     size_t i = 0;
-    for (; i < n && free_default_; i++) {
-        FreeStack *f = free_default_;
-        free_default_ = f->next;
+    for (; i < n && nfree_default_; i++) {
         out[i].size = default_size_;
-        out[i].base = reinterpret_cast<char *>(f + 1) - default_size_;
+        out[i].base = free_default_[--nfree_default_];
     }
     for (; i < n; i++)
         if (!carve(default_size_, &out[i])) break;

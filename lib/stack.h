@@ -56,7 +56,7 @@ class StackPool {
         size_t len;
         size_t used;
     };
-    struct FreeStack {
+    struct FreeStack {  // free stacks of other sizes: a list in their own top bytes
         FreeStack *next;
         size_t size;
     };
@@ -66,7 +66,10 @@ class StackPool {
     const size_t default_size_;
     mutable std::mutex lock_;
     Region *regions_ = nullptr;
-    FreeStack *free_default_ = nullptr;  // links live in the free stacks' top bytes
+    // Free default-size stacks: an array of bases, so taking a batch does not
+    // touch one cold stack page per stack.
+    void **free_default_ = nullptr;
+    size_t nfree_default_ = 0, cap_free_default_ = 0;
     FreeStack *free_other_ = nullptr;
     std::atomic<size_t> reserved_{0}, committed_{0}, created_{0}, unguarded_{0};
 };

@@ -5,21 +5,40 @@
 
 namespace kio {
 
-TimerHeap::~TimerHeap() { std::free(nodes); }
+TimerHeap::~TimerHeap() {
+    std::free(heap_);
+    std::free(slots_);
+}
+
+// Heap and slot table grow together: at most cap_ nodes are ever in the heap.
+bool TimerHeap::grow() {
+    uint32_t ncap = cap_ ? cap_ * 2 : 64;
+    auto *h = static_cast<Entry *>(std::realloc(heap_, ncap * sizeof(Entry)));
+    if (!h) return false;
+    heap_ = h;
+    auto *s = static_cast<Slot *>(std::realloc(slots_, ncap * sizeof(Slot)));
+    if (!s) return false;
+    slots_ = s;
+    for (uint32_t i = ncap; i-- > cap_;) {
+        slots_[i].node = nullptr;
+        slots_[i].pos = free_slot_;
+        free_slot_ = i;
+    }
+    cap_ = ncap;
+    return true;
+}
 
 bool TimerHeap::insert(TimerNode *n) {
     LockGuard<SpinLock> g(lock);
-    if (size == cap) {
-        uint32_t ncap = cap ? cap * 2 : 64;
-        auto **p = static_cast<TimerNode **>(std::realloc(nodes, ncap * sizeof(TimerNode *)));
-        if (!p) return false;
-        nodes = p;
-        cap = ncap;
-    }
-    place(size, n);
-    size++;
+    if (free_slot_ == UINT32_MAX && !grow()) return false;
+    uint32_t slot = free_slot_;
+    free_slot_ = slots_[slot].pos;
+    slots_[slot].node = n;
+    n->index = slot;
+    place(size_, Entry{n->deadline, slot});
+    size_++;
     n->heap.store(this, std::memory_order_relaxed);
-    sift_up(size - 1);
+    sift_up(size_ - 1);
     update_next();
     return true;
 }
@@ -28,7 +47,7 @@ void TimerHeap::remove(TimerNode *n) {
     if (n->heap.load(std::memory_order_acquire) != this) return;
     LockGuard<SpinLock> g(lock);
     if (n->heap.load(std::memory_order_relaxed) != this) return;
-    remove_at(n->index);
+    remove_at(slots_[n->index].pos);
     n->heap.store(nullptr, std::memory_order_relaxed);
     update_next();
 }
@@ -45,8 +64,8 @@ size_t TimerHeap::fire_expired(uint64_t now) {
         size_t nw = 0;
         {
             LockGuard<SpinLock> g(lock);
-            while (size && nodes[0]->deadline <= now && nw < kBatch) {
-                TimerNode *n = nodes[0];
+            while (size_ && heap_[0].deadline <= now && nw < kBatch) {
+                TimerNode *n = slots_[heap_[0].slot].node;
                 remove_at(0);
                 Waiter *w = waiter_of(n);
                 Claim c = claim(w, -ETIMEDOUT);
@@ -62,35 +81,39 @@ size_t TimerHeap::fire_expired(uint64_t now) {
 }
 
 void TimerHeap::remove_at(uint32_t i) {
-    size--;
-    if (i == size) return;
-    place(i, nodes[size]);
-    if (i > 0 && nodes[i]->deadline < nodes[(i - 1) / 2]->deadline) sift_up(i);
+    uint32_t slot = heap_[i].slot;
+    slots_[slot].node = nullptr;
+    slots_[slot].pos = free_slot_;
+    free_slot_ = slot;
+    size_--;
+    if (i == size_) return;
+    place(i, heap_[size_]);
+    if (i > 0 && heap_[i].deadline < heap_[(i - 1) / 2].deadline) sift_up(i);
     else sift_down(i);
 }
 
 void TimerHeap::sift_up(uint32_t i) {
-    TimerNode *n = nodes[i];
+    Entry e = heap_[i];
     while (i > 0) {
         uint32_t p = (i - 1) / 2;
-        if (nodes[p]->deadline <= n->deadline) break;
-        place(i, nodes[p]);
+        if (heap_[p].deadline <= e.deadline) break;
+        place(i, heap_[p]);
         i = p;
     }
-    place(i, n);
+    place(i, e);
 }
 
 void TimerHeap::sift_down(uint32_t i) {
-    TimerNode *n = nodes[i];
+    Entry e = heap_[i];
     for (;;) {
         uint32_t c = 2 * i + 1;
-        if (c >= size) break;
-        if (c + 1 < size && nodes[c + 1]->deadline < nodes[c]->deadline) c++;
-        if (n->deadline <= nodes[c]->deadline) break;
-        place(i, nodes[c]);
+        if (c >= size_) break;
+        if (c + 1 < size_ && heap_[c + 1].deadline < heap_[c].deadline) c++;
+        if (e.deadline <= heap_[c].deadline) break;
+        place(i, heap_[c]);
         i = c;
     }
-    place(i, n);
+    place(i, e);
 }
 
 }  // namespace kio

@@ -42,6 +42,7 @@ class SpinLock {
     }
     bool try_lock() { return !locked_.exchange(true, std::memory_order_acquire); }
     void unlock() { locked_.store(false, std::memory_order_release); }
+    bool is_locked() const { return locked_.load(std::memory_order_relaxed); }
 
   private:
     std::atomic<bool> locked_{false};
