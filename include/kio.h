@@ -124,6 +124,21 @@ KIO_API int kio_runtime_create(const kio_options *opts, kio_runtime **out) KIO_N
  * runtime's main fiber, e.g. from a task or another thread). */
 KIO_API int kio_runtime_destroy(kio_runtime *rt) KIO_NOEXCEPT;
 
+/* Creates a runtime whose worker 0 is a new thread owned by kio, for callers
+ * that must remain plain threads (language bindings whose code must never run
+ * on a fiber, such as Python). The calling thread is not part of the runtime:
+ * it can spawn into it (with rt explicit) and await tasks, blocking itself.
+ * Errors: those of kio_runtime_create, and the errno of pthread_create.
+ * Thread safety: any plain thread. */
+KIO_API int kio_runtime_start(const kio_options *opts, kio_runtime **out) KIO_NOEXCEPT;
+
+/* Destroys a runtime made by kio_runtime_start, as kio_runtime_destroy does
+ * (cancels every task, waits for all, joins the workers), and returns
+ * kio_runtime_destroy's result. Errors: -EINVAL (rt NULL, not live, or not
+ * made by kio_runtime_start), -EPERM (called from one of rt's fibers).
+ * Thread safety: any thread but rt's own. */
+KIO_API int kio_runtime_stop(kio_runtime *rt) KIO_NOEXCEPT;
+
 /* The runtime of the calling fiber or worker thread, else NULL. Thread-safe. */
 KIO_API kio_runtime *kio_current(void) KIO_NOEXCEPT;
 

@@ -52,6 +52,7 @@ struct Runtime : kio_runtime {
     uint64_t stall_ns = 0;
     int dump_signal = 0;
     class Monitor *monitor = nullptr;  // thread for the stall watchdog and dump signal
+    struct Background *background = nullptr;  // set for runtimes made by kio_runtime_start
 
     Task main;                                   // the main fiber (thread stack, not pooled)
     pthread_t creator{};
