@@ -227,6 +227,10 @@ KIO_API int kio_select(kio_task *const *tasks, size_t count, size_t *index) KIO_
  * CPU-bound loops. Errors: -EPERM from a plain thread, -ECANCELED. */
 KIO_API int kio_yield(void) KIO_NOEXCEPT;
 
+/* The id of the task behind a live handle (not yet consumed), or 0 for NULL
+ * or an invalid handle. Thread-safe. */
+KIO_API uint64_t kio_task_get_id(kio_task *task) KIO_NOEXCEPT;
+
 /* The id of the calling task, or 0 on a plain thread. Ids are unique within a
  * runtime (the main fiber is 1, spawned tasks get larger ids, not necessarily
  * in spawn order). */
@@ -413,8 +417,11 @@ KIO_API int kio_poll(int fd, short events, uint64_t deadline) KIO_NOEXCEPT;
 KIO_API int kio_socket(int domain, int type, int protocol) KIO_NOEXCEPT;
 
 /* Wakes every fiber parked on fd with -EBADF, drops kio's registrations for
- * it, then closes it. Returns 0 or the error of close(2). Use it instead of
- * close(2) for descriptors used with kio. Not a cancellation point. */
+ * it, then closes it. Plain threads blocked on a socket in a kio call are
+ * woken too (the socket is shut down first). Returns 0 or the error of
+ * close(2). Use it instead of close(2) for descriptors used with kio: a
+ * descriptor closed behind kio's back keeps stale state until a kio call
+ * creates a descriptor with that number again. Not a cancellation point. */
 KIO_API int kio_close(int fd) KIO_NOEXCEPT;
 
 /* A listening TCP socket bound to host:port (host NULL or "" = any address;

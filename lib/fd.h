@@ -32,6 +32,7 @@ struct FdState {
     std::atomic<bool> closed{false};       // closed with kio_close (until the number is reused)
     bool ready_in = false, ready_out = false;
     Worker *registered = nullptr;   // the worker whose poller holds the registration
+    std::atomic<int> thread_waiters{0};  // plain threads blocked in poll(2) on it
     WaitList readers, writers;
 };
 

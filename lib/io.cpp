@@ -16,7 +16,19 @@ using namespace kio;
 namespace {
 
 // A plain thread waits for readiness in poll(2), bounded by its deadline.
+// It counts itself in the descriptor's state, so that kio_close can wake it.
 int thread_wait(int fd, short events, uint64_t deadline) {
+    FdState *st = fd_state(fd);
+    struct Count {
+        FdState *st;
+        explicit Count(FdState *s) : st(s) {
+            if (st) st->thread_waiters.fetch_add(1, std::memory_order_acq_rel);
+        }
+        ~Count() {
+            if (st) st->thread_waiters.fetch_sub(1, std::memory_order_acq_rel);
+        }
+    } count(st);
+    if (st && st->closed.load(std::memory_order_acquire)) return -EBADF;
     for (;;) {
         int timeout = -1;
         if (deadline) {
@@ -216,6 +228,9 @@ KIO_EXPORT int kio_close(int fd) noexcept {
             wake = fd_close_locked(st);
         }
         wake_chain(wake);
+        // Plain threads block in poll(2), which close(2) does not wake; for a
+        // socket, shutting it down does (they then see -EBADF or EOF).
+        if (st->thread_waiters.load(std::memory_order_acquire) > 0) ::shutdown(fd, SHUT_RDWR);
     }
     // Linux closes the descriptor even when close(2) fails with EINTR.
     if (::close(fd) < 0 && errno != EINTR) return -errno;

@@ -47,9 +47,9 @@ int parse_backend(const char *name, Backend *out) {
 // runtime, with a backoff from 20 us to 1 ms.
 void wait_for_all_tasks(Runtime *rt) {
     uint64_t pause = 20 * 1000;
-    while (rt->live_tasks() > 0) {
+    while (rt->live_tasks() > 0 || rt->outside_calls.load(std::memory_order_acquire) > 0) {
         cancel_all(rt);
-        if (rt->live_tasks() == 0) break;
+        if (rt->live_tasks() == 0 && rt->outside_calls.load(std::memory_order_acquire) == 0) break;
         Waiter w;
         wait_on(&w, [](Waiter *, void *) {}, nullptr, now_ns() + pause, false, KIO_PARK_OTHER);
         if (pause < 1000 * 1000) pause *= 2;

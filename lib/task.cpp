@@ -137,6 +137,28 @@ void cancel_all(Runtime *rt) {
     });
 }
 
+// A call from outside the task's runtime (a plain thread, another runtime)
+// that may still touch the task after it finished: destroy waits for these
+// before it frees tasks.
+class OutsideCall {
+  public:
+    explicit OutsideCall(Task *t) {
+        Worker *w = current_worker();
+        if (!w || w->rt != t->rt) {
+            rt_ = t->rt;
+            rt_->outside_calls.fetch_add(1, std::memory_order_acq_rel);
+        }
+    }
+    ~OutsideCall() {
+        if (rt_) rt_->outside_calls.fetch_sub(1, std::memory_order_acq_rel);
+    }
+    OutsideCall(const OutsideCall &) = delete;
+    OutsideCall &operator=(const OutsideCall &) = delete;
+
+  private:
+    Runtime *rt_ = nullptr;
+};
+
 }  // namespace kio
 
 using namespace kio;
@@ -243,6 +265,7 @@ KIO_EXPORT int kio_spawn(kio_runtime *rt, kio_fn fn, void *arg, kio_task **out) 
 KIO_EXPORT int kio_await(kio_task *h, void **result) noexcept {
     Task *t = from_handle(h);
     if (!t) return -EINVAL;
+    OutsideCall outside(t);
     Task *self = current_task();
     if (t == self) return -EDEADLK;
     if (int e = claim_handle(t)) return e;
@@ -258,6 +281,7 @@ KIO_EXPORT int kio_await(kio_task *h, void **result) noexcept {
 KIO_EXPORT int kio_cancel(kio_task *h, void **result) noexcept {
     Task *t = from_handle(h);
     if (!t) return -EINVAL;
+    OutsideCall outside(t);
     if (t == current_task()) return -EDEADLK;
     if (int e = claim_handle(t)) return e;
     request_cancel(t);
@@ -345,6 +369,7 @@ KIO_EXPORT int kio_select(kio_task *const *handles, size_t count, size_t *index)
                 nodes[i].value = int(i);
             }
             SelectWait a{tasks, nodes, count};
+            OutsideCall outside(tasks[0]);  // (all tasks of one runtime, in practice)
             r = wait_on(&w, publish_select, &a, 0, true, KIO_PARK_SELECT, tasks, int(count));
             for (size_t i = 0; i < count; i++) unlink_if_linked(tasks[i]->lock, tasks[i]->waiters, &nodes[i]);
             if (r >= 0) {
@@ -365,6 +390,14 @@ KIO_EXPORT int kio_yield(void) noexcept {
     if (!self) return -EPERM;
     yield_current();
     return self->cancel_pending() ? -ECANCELED : 0;
+}
+
+KIO_EXPORT uint64_t kio_task_get_id(kio_task *h) noexcept {
+    Task *t = from_handle(h);
+    if (!t) return 0;
+    uint64_t id = t->id;
+    // The slot may have been reused between the check and the read.
+    return from_handle(h) == t ? id : 0;
 }
 
 KIO_EXPORT uint64_t kio_task_id(void) noexcept {

@@ -1,0 +1,326 @@
+"""Spawning C functions, join/cancel/detach/select, errors, stop."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import gc
+import threading
+import time
+import warnings
+
+import pytest
+
+import kio
+
+
+def test_spawn_and_join(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
+    tasks = [rt.spawn(helpers.square, i) for i in range(200)]
+    assert [t.join() for t in tasks] == [None] + [i * i for i in range(1, 200)]
+    assert all(t.consumed for t in tasks)
+
+
+def test_spawn_accepts_addresses_and_options(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
+    addr = ctypes.cast(helpers.square, ctypes.c_void_p).value
+    assert addr
+    assert rt.spawn(addr, 9).join() == 81
+    assert rt.spawn(ctypes.c_void_p(addr), 5).join() == 25
+    t = rt.spawn(helpers.square, 6, name="sq", stack_size=128 * 1024, pinned=True)
+    assert t.name == "sq"
+    assert t.join() == 36
+    # Results read as intptr_t: negative values come back negative.
+    assert rt.spawn(helpers.identity, -5).join() == -5
+    assert rt.spawn(helpers.identity, None).join() is None
+
+
+def test_arguments_by_reference(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
+    value = ctypes.c_long(41)
+    # identity returns the address it was given: the object's address.
+    assert rt.spawn(helpers.identity, value).join() == ctypes.addressof(value)
+    buf = bytearray(b"abc")
+    addr = rt.spawn(helpers.identity, buf).join()
+    assert ctypes.string_at(addr, 3) == b"abc"
+    p = ctypes.pointer(value)
+    assert rt.spawn(helpers.identity, p).join() == ctypes.addressof(value)
+    with pytest.raises(TypeError):
+        rt.spawn(helpers.identity, object())
+
+
+def test_python_callables_are_refused(rt: kio.Runtime) -> None:
+    with pytest.raises(TypeError, match="Python code must never run"):
+        rt.spawn(lambda arg: arg)  # type: ignore[arg-type]
+    fn_type = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)
+    callback = fn_type(lambda arg: arg)
+    with pytest.raises(TypeError, match="CFUNCTYPE"):
+        rt.spawn(callback)
+    # The same callback cast to another type, or by address.
+    with pytest.raises(TypeError, match="Python"):
+        rt.spawn(ctypes.cast(callback, fn_type))
+    with pytest.raises(TypeError, match="not inside any loaded library"):
+        rt.spawn(ctypes.cast(callback, ctypes.c_void_p).value)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        rt.spawn("square")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        rt.spawn(0)
+
+
+def test_join_twice_is_einval(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
+    t = rt.spawn(helpers.square, 3)
+    assert t.join() == 9
+    for op in (t.join, t.cancel, t.detach):
+        with pytest.raises(kio.KioError) as ei:
+            op()
+        assert ei.value.errno == errno.EINVAL
+
+
+def test_join_from_two_threads_is_ebusy(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
+    t = rt.spawn(helpers.sleep_then_inc, 500)
+    results: list = []
+    joiner = threading.Thread(target=lambda: results.append(t.join()))
+    joiner.start()
+    deadline = time.monotonic() + 10
+    while not t._state and time.monotonic() < deadline:  # until the joiner is in join()
+        time.sleep(0.001)
+    with pytest.raises(kio.KioError) as ei:
+        t.join()
+    assert ei.value.errno == errno.EBUSY
+    joiner.join()
+    assert results == [501]
+
+
+def test_cancel_sleeping_task_returns_ecanceled(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
+    t = rt.spawn(helpers.sleep_ms, 60_000)
+    time.sleep(0.05)  # let it park in kio_sleep
+    t0 = time.monotonic()
+    assert t.cancel() == -errno.ECANCELED
+    assert time.monotonic() - t0 < 5
+
+
+def test_cancel_before_start_still_runs(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
+    # Canceled at once: the task still runs, its kio_sleep fails at entry.
+    results = [rt.spawn(helpers.sleep_ms, 60_000).cancel() for _ in range(50)]
+    assert results == [-errno.ECANCELED] * 50
+
+
+def test_join_timeout(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
+    t = rt.spawn(helpers.sleep_then_inc, 200)
+    with pytest.raises(kio.TimedOut) as ei:
+        t.join(timeout=0.02)
+    assert isinstance(ei.value, TimeoutError) and ei.value.errno == errno.ETIMEDOUT
+    assert not t.consumed
+    assert not t.done()
+    assert t.join(timeout=10) == 201
+
+
+def test_detach(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
+    t = rt.spawn(helpers.sleep_ms, 10, name="detached")
+    t.detach()
+    assert t.consumed
+    with pytest.raises(kio.KioError):
+        t.join()
+
+
+def test_select(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
+    slow = rt.spawn(helpers.sleep_then_inc, 2000)
+    fast = rt.spawn(helpers.sleep_then_inc, 20)
+    assert kio.select([slow, fast]) == 1
+    assert fast.done() and not slow.done()
+    assert fast.join() == 21
+    with pytest.raises(kio.TimedOut):
+        kio.select([slow], timeout=0.01)
+    # Consumed handles are refused.
+    with pytest.raises(kio.KioError) as ei:
+        kio.select([fast])
+    assert ei.value.errno == errno.EINVAL
+    with pytest.raises(ValueError):
+        kio.select([])
+    assert slow.cancel() == -errno.ECANCELED
+    # More than 16 tasks (kio allocates).
+    many = [rt.spawn(helpers.sleep_then_inc, 5000) for _ in range(40)]
+    many.append(rt.spawn(helpers.square, 7))
+    assert kio.select(many) == 40
+    assert many[-1].join() == 49
+    assert [t.cancel() for t in many[:-1]] == [-errno.ECANCELED] * 40
+
+
+def test_task_ids(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
+    t = rt.spawn(helpers.my_task_id)
+    if t.id is None:
+        t.join()
+        pytest.skip("this libkio does not export kio_task_get_id")
+    assert t.join() == t.id and t.id > 1
+    ids = set()
+    for _ in range(10):
+        t = rt.spawn(helpers.square, 1)
+        ids.add(t.id)
+        t.join()
+    assert len(ids) == 10
+
+
+def test_unconsumed_task_is_detached_with_warning(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
+    before = rt.stats().tasks_live
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t = rt.spawn(helpers.sleep_ms, 20)
+        del t
+        gc.collect()
+    assert any(issubclass(w.category, ResourceWarning) for w in caught)
+    # Detached, not leaked: it finishes and is freed.
+    deadline = time.monotonic() + 5
+    while rt.stats().tasks_live > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rt.stats().tasks_live == before
+
+
+def test_many_threads_spawn_and_join(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
+    errors: list = []
+
+    def worker(base: int) -> None:
+        try:
+            for i in range(500):
+                v = base + i
+                assert rt.spawn(helpers.square, v).join() == v * v
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k * 1000 + 1,)) for k in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+
+
+# -- stopping ---------------------------------------------------------------
+
+
+def test_context_manager_stops_with_tasks_running(helpers: ctypes.CDLL) -> None:
+    t0 = time.monotonic()
+    with kio.Runtime(threads=2) as rt:
+        pending = [rt.spawn(helpers.sleep_ms, 60_000) for _ in range(100)]
+        for _ in range(100):
+            rt.spawn(helpers.sleep_ms, 60_000).detach()
+        time.sleep(0.05)
+        assert rt.stats().tasks_live == 200
+    assert time.monotonic() - t0 < 10
+    assert rt.closed
+    # Handles of a stopped runtime are invalid, and say so.
+    with pytest.raises(kio.KioError) as ei:
+        pending[0].join()
+    assert ei.value.errno == errno.EINVAL
+    with pytest.raises(kio.KioError) as ei:
+        rt.spawn(helpers.square, 1)
+    assert ei.value.errno == errno.EINVAL
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ResourceWarning for these
+        del pending
+        gc.collect()
+
+
+def test_stop_waits_for_shielded_tasks(helpers: ctypes.CDLL) -> None:
+    with kio.Runtime(threads=2) as rt:
+        rt.spawn(helpers.shielded_sleep_ms, 200).detach()
+        time.sleep(0.05)
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 >= 0.1
+
+
+def test_stop_while_threads_join(helpers: ctypes.CDLL) -> None:
+    rt = kio.Runtime(threads=2)
+    tasks = [rt.spawn(helpers.sleep_ms, 60_000) for _ in range(4)]
+    results: list = []
+    lock = threading.Lock()
+
+    def joiner(t: kio.Task) -> None:
+        r = t.join()
+        with lock:
+            results.append(r)
+
+    threads = [threading.Thread(target=joiner, args=(t,)) for t in tasks]
+    for th in threads:
+        th.start()
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    rt.stop()
+    for th in threads:
+        th.join()
+    assert time.monotonic() - t0 < 5
+    # The joiners saw their tasks canceled by the stop.
+    assert results == [-errno.ECANCELED] * 4
+
+
+def test_stop_while_thread_selects(helpers: ctypes.CDLL) -> None:
+    rt = kio.Runtime(threads=2)
+    tasks = [rt.spawn(helpers.sleep_ms, 60_000) for _ in range(3)]
+    caught: list = []
+
+    def selector() -> None:
+        try:
+            kio.select(tasks)
+        except kio.Canceled as e:
+            caught.append(e)
+
+    th = threading.Thread(target=selector)
+    th.start()
+    time.sleep(0.1)
+    rt.stop()
+    th.join()
+    assert len(caught) == 1 and caught[0].errno == errno.ECANCELED
+
+
+def test_unstopped_runtime_warns_and_stops(helpers: ctypes.CDLL) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rt = kio.Runtime(threads=1)
+        rt.spawn(helpers.sleep_ms, 60_000).detach()
+        del rt
+        gc.collect()
+    assert any(issubclass(w.category, ResourceWarning) for w in caught)
+
+
+def test_stop_races_with_busy_threads(helpers: ctypes.CDLL) -> None:
+    """Threads spawn, join, cancel, detach and select while the runtime stops:
+    every call either works or raises KioError; nothing crashes or hangs."""
+    for round_ in range(5):
+        rt = kio.Runtime(threads=4)
+        stop = threading.Event()
+        unexpected: list = []
+
+        def busy(k: int) -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                try:
+                    t = rt.spawn(helpers.sleep_then_inc if i % 3 else helpers.square, i % 7)
+                    how = (i + k) % 4
+                    if how == 0:
+                        r = t.join()
+                        assert r in (-errno.ECANCELED, (i % 7) + 1, (i % 7) ** 2 or None)
+                    elif how == 1:
+                        t.cancel()
+                    elif how == 2:
+                        t.detach()
+                    else:
+                        other = rt.spawn(helpers.square, 3)
+                        kio.select([t, other])
+                        t.join()
+                        other.join()
+                except kio.KioError as e:
+                    if not rt.closed:
+                        unexpected.append(e)
+                        return
+                    # Drop handles the stop invalidated (no warning: stopped).
+                except BaseException as e:  # noqa: BLE001
+                    unexpected.append(e)
+                    return
+
+        threads = [threading.Thread(target=busy, args=(k,)) for k in range(8)]
+        for th in threads:
+            th.start()
+        time.sleep(0.05 + 0.02 * round_)
+        rt.stop()
+        stop.set()
+        for th in threads:
+            th.join(timeout=30)
+            assert not th.is_alive()
+        assert not unexpected, unexpected
