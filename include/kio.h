@@ -207,6 +207,12 @@ KIO_API int kio_await(kio_task *task, void **result) KIO_NOEXCEPT;
  * kio_cancel_self). Thread safety: any thread; plain threads block. */
 KIO_API int kio_cancel(kio_task *task, void **result) KIO_NOEXCEPT;
 
+/* Requests cancellation of the task, as kio_cancel does, but neither waits
+ * nor consumes the handle: await, cancel or detach it afterwards. For
+ * "wait with a timeout, then abort". Errors: -EINVAL (a consumed or detached
+ * handle). Thread safety: any thread. */
+KIO_API int kio_cancel_request(kio_task *task) KIO_NOEXCEPT;
+
 /* Consumes the handle without waiting: the task runs to completion on its own
  * and its result is dropped. Errors: -EINVAL, -EBUSY (being awaited or
  * canceled). Thread safety: any thread. */

@@ -75,13 +75,14 @@ FdState *fd_state(int fd) {
     return &chunk[fd & (kChunkSize - 1)];
 }
 
-void fd_fresh(int fd, bool nonblocking) {
+void fd_fresh(int fd, bool nonblocking, int is_socket) {
     FdState *st = fd_state(fd);
     if (!st) return;
     LockGuard<SpinLock> g(st->lock);
     // Any registration belonged to a file that is closed now: the kernel
     // removed it from the poller when the last reference went away.
     st->closed.store(false, std::memory_order_release);
+    st->is_socket.store(is_socket, std::memory_order_relaxed);
     st->nonblocking.store(nonblocking, std::memory_order_release);
     st->ready_in = st->ready_out = false;
     st->registered = nullptr;

@@ -29,6 +29,7 @@ struct FdState {
     SpinLock lock;
     int fd = -1;
     std::atomic<bool> nonblocking{false};  // O_NONBLOCK applied (read without the lock)
+    std::atomic<int> is_socket{-1};        // -1 unknown, 0 no, 1 yes: writes use MSG_NOSIGNAL
     std::atomic<bool> closed{false};       // closed with kio_close (until the number is reused)
     bool ready_in = false, ready_out = false;
     Worker *registered = nullptr;   // the worker whose poller holds the registration
@@ -42,7 +43,7 @@ enum Direction { kIn = 0, kOut = 1 };
 // large for the table, or out of memory.
 FdState *fd_state(int fd);
 // Resets the state of a descriptor number the kernel just handed out.
-void fd_fresh(int fd, bool nonblocking = false);
+void fd_fresh(int fd, bool nonblocking = false, int is_socket = -1);
 
 // Parks the calling fiber until fd is ready in direction dir (or both, when
 // `both`), the deadline passes, the task is canceled, or the descriptor is

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -112,8 +113,24 @@ KIO_EXPORT ssize_t kio_read(int fd, void *buf, size_t len) noexcept {
     return io_loop(fd, kIn, [&] { return ::read(fd, buf, len); });
 }
 
+// Writes to a socket whose peer is gone must fail with -EPIPE, not raise
+// SIGPIPE in the whole process: sockets get send/sendmsg with MSG_NOSIGNAL.
+static bool is_socket(int fd) {
+    FdState *st = fd_state(fd);
+    if (!st) return false;
+    int k = st->is_socket.load(std::memory_order_relaxed);
+    if (KIO_UNLIKELY(k < 0)) {
+        struct stat sb;
+        k = fstat(fd, &sb) == 0 && S_ISSOCK(sb.st_mode);
+        st->is_socket.store(k, std::memory_order_relaxed);
+    }
+    return k;
+}
+
 KIO_EXPORT ssize_t kio_write(int fd, const void *buf, size_t len) noexcept {
-    return io_loop(fd, kOut, [&] { return ::write(fd, buf, len); });
+    return io_loop(fd, kOut, [&] {
+        return is_socket(fd) ? ::send(fd, buf, len, MSG_NOSIGNAL) : ::write(fd, buf, len);
+    });
 }
 
 KIO_EXPORT ssize_t kio_readv(int fd, const struct iovec *iov, int iovcnt) noexcept {
@@ -121,7 +138,13 @@ KIO_EXPORT ssize_t kio_readv(int fd, const struct iovec *iov, int iovcnt) noexce
 }
 
 KIO_EXPORT ssize_t kio_writev(int fd, const struct iovec *iov, int iovcnt) noexcept {
-    return io_loop(fd, kOut, [&] { return ::writev(fd, iov, iovcnt); });
+    return io_loop(fd, kOut, [&]() -> long {
+        if (!is_socket(fd)) return ::writev(fd, iov, iovcnt);
+        msghdr m{};
+        m.msg_iov = const_cast<iovec *>(iov);
+        m.msg_iovlen = size_t(iovcnt);
+        return ::sendmsg(fd, &m, MSG_NOSIGNAL);
+    });
 }
 
 KIO_EXPORT ssize_t kio_recv(int fd, void *buf, size_t len, int flags) noexcept {
@@ -156,7 +179,7 @@ KIO_EXPORT ssize_t kio_sendmsg(int fd, const struct msghdr *msg, int flags) noex
 KIO_EXPORT int kio_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags) noexcept {
     if (flags & ~(SOCK_CLOEXEC | SOCK_NONBLOCK)) return -EINVAL;
     long r = io_loop(fd, kIn, [&] { return long(::accept4(fd, addr, addrlen, flags | SOCK_NONBLOCK)); });
-    if (r >= 0) fd_fresh(int(r), true);
+    if (r >= 0) fd_fresh(int(r), true, 1);
     return int(r);
 }
 
@@ -215,7 +238,7 @@ KIO_EXPORT int kio_poll(int fd, short events, uint64_t deadline) noexcept {
 KIO_EXPORT int kio_socket(int domain, int type, int protocol) noexcept {
     int fd = ::socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
     if (fd < 0) return -errno;
-    fd_fresh(fd, true);
+    fd_fresh(fd, true, 1);
     return fd;
 }
 

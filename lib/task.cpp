@@ -290,6 +290,15 @@ KIO_EXPORT int kio_cancel(kio_task *h, void **result) noexcept {
     return 0;
 }
 
+KIO_EXPORT int kio_cancel_request(kio_task *h) noexcept {
+    Task *t = from_handle(h);
+    if (!t) return -EINVAL;
+    uint32_t s = t->handle.load(std::memory_order_acquire);
+    if (s != Task::kLive && s != Task::kClaimed) return -EINVAL;
+    request_cancel(t);
+    return 0;
+}
+
 KIO_EXPORT int kio_detach(kio_task *h) noexcept {
     Task *t = from_handle(h);
     if (!t) return -EINVAL;
