@@ -19,6 +19,7 @@ struct Job {
     void *result = nullptr;
     SpinLock lock;
     Waiter *waiter = nullptr;
+    void (*abandoned)(void *arg, void *result) = nullptr;
     std::atomic<int> refs{2};
 };
 
@@ -37,8 +38,12 @@ class BlockingPool {
         if (tail_) tail_->next = j;
         else head_ = j;
         tail_ = j;
+        queued_++;
         bool ok = true;
-        if (idle_ > 0) {
+        // Each idle thread takes one queued job: a job that finds every idle
+        // thread already spoken for starts a thread (else a job that waits
+        // for a later one could wait forever).
+        if (queued_ <= idle_) {
             pthread_cond_signal(&cv_);
         } else if (threads_ < kBlockingMaxThreads) {
             pthread_t th;
@@ -50,6 +55,7 @@ class BlockingPool {
             } else if (threads_ == 0) {
                 ok = false;  // nobody would ever run it: take it back
                 head_ = tail_ = nullptr;
+                queued_ = 0;
             }
             pthread_attr_destroy(&attr);
         }
@@ -101,6 +107,7 @@ class BlockingPool {
             Job *j = head_;
             head_ = j->next;
             if (!head_) tail_ = nullptr;
+            queued_--;
             pthread_mutex_unlock(&mu_);
             run(j);
             pthread_mutex_lock(&mu_);
@@ -114,11 +121,18 @@ class BlockingPool {
     static void run(Job *j) {
         j->result = j->fn(j->arg);
         Waiter *wake = nullptr;
+        bool observed = false;
         {
             LockGuard<SpinLock> g(j->lock);
-            if (j->waiter && claim(j->waiter, 0) == Claim::kWake) wake = j->waiter;
+            if (j->waiter) {
+                Claim c = claim(j->waiter, 0);
+                observed = c != Claim::kLost;
+                if (c == Claim::kWake) wake = j->waiter;
+            }
         }
         if (wake) wake_claimed(wake);
+        // The fiber stopped waiting (canceled, deadline): the job owns arg.
+        if (!observed && j->abandoned) j->abandoned(j->arg, j->result);
         drop(j);
     }
 
@@ -126,7 +140,7 @@ class BlockingPool {
     pthread_cond_t cv_;
     pthread_cond_t done_;
     Job *head_ = nullptr, *tail_ = nullptr;
-    unsigned threads_ = 0, idle_ = 0;
+    unsigned threads_ = 0, idle_ = 0, queued_ = 0;
     bool stopping_ = false;
 };
 
@@ -166,13 +180,15 @@ void publish_blocking(Waiter *w, void *arg) {
 
 }  // namespace
 
-int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, bool cancelable) {
+int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, bool cancelable,
+                 void (*abandoned)(void *arg, void *result), bool *queued) {
     BlockingPool *pool = blocking_pool(rt);
     if (!pool) return -ENOMEM;
     Job *j = new (std::nothrow) Job;
     if (!j) return -ENOMEM;
     j->fn = fn;
     j->arg = arg;
+    j->abandoned = abandoned;
     Waiter w;
     BlockingWait a{pool, j, false};
     int r = wait_on(&w, publish_blocking, &a, 0, cancelable, KIO_PARK_BLOCKING, reinterpret_cast<const void *>(fn));
@@ -181,6 +197,7 @@ int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, bool cancelab
         j->waiter = nullptr;  // canceled or timed out: the job finishes unobserved
     }
     if (r == 0 && result) *result = j->result;
+    if (queued) *queued = a.submitted;
     if (!a.submitted) drop(j);  // the pool never got its reference
     drop(j);
     return r;

@@ -30,7 +30,11 @@ void blocking_pool_destroy(BlockingPool *pool);  // waits for running jobs
 // Runs fn(arg) on rt's pool and parks the calling fiber until it returns.
 // cancelable: cancellation or the deadline scope may end the wait early (the
 // job then finishes unobserved, so fn and arg must not depend on the caller's
-// frame). Returns 0 with *result set, or a negative errno.
-int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, bool cancelable);
+// frame, and the pool thread calls abandoned(arg, result), if given, once fn
+// returns). Returns 0 with *result set, or a negative errno. *queued (if
+// given) says whether the job reached the pool: after a failure it then runs
+// (or ran) unobserved and arg belongs to it.
+int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, bool cancelable,
+                 void (*abandoned)(void *arg, void *result) = nullptr, bool *queued = nullptr);
 
 }  // namespace kio

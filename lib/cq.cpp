@@ -43,8 +43,10 @@ struct CompletionQueue : kio_cq {
 
 void cq_unref(CompletionQueue *q) {
     if (q->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-    if (q->wfd >= 0 && q->wfd != q->rfd) close(q->wfd);
-    if (q->rfd >= 0) close(q->rfd);
+    // Through kio_close: fibers may have waited on rfd with kio_poll, and the
+    // number's state must be reset before the kernel hands it out again.
+    if (q->wfd >= 0 && q->wfd != q->rfd) kio_close(q->wfd);
+    if (q->rfd >= 0) kio_close(q->rfd);
     q->magic.store(0, std::memory_order_relaxed);
     delete q;
 }

@@ -23,11 +23,12 @@ struct FdWait {
     FdState *st;
     Direction dir;
     bool both;
+    FdSeq seen;
     WaitNode *nodes;  // [dir] (and [1 - dir] when both)
 };
 
 WaitList &list_of(FdState *st, Direction d) { return d == kIn ? st->readers : st->writers; }
-bool &flag_of(FdState *st, Direction d) { return d == kIn ? st->ready_in : st->ready_out; }
+std::atomic<uint32_t> &seq_of(FdState *st, Direction d) { return d == kIn ? st->seq_in : st->seq_out; }
 
 void publish_fd_wait(Waiter *w, void *arg) {
     auto *a = static_cast<FdWait *>(arg);
@@ -40,9 +41,9 @@ void publish_fd_wait(Waiter *w, void *arg) {
     Direction dirs[2] = {a->dir, Direction(1 - a->dir)};
     int ndirs = a->both ? 2 : 1;
     for (int i = 0; i < ndirs; i++) {
-        if (flag_of(st, dirs[i])) {  // an edge arrived while nobody waited
-            flag_of(st, dirs[i]) = false;
-            claim(w, 0);
+        uint32_t seen = dirs[i] == kIn ? a->seen.in : a->seen.out;
+        if (seq_of(st, dirs[i]).load(std::memory_order_relaxed) != seen) {
+            claim(w, 0);  // an edge came after the caller's system call: retry
             return;
         }
     }
@@ -84,15 +85,28 @@ void fd_fresh(int fd, bool nonblocking, int is_socket) {
     st->closed.store(false, std::memory_order_release);
     st->is_socket.store(is_socket, std::memory_order_relaxed);
     st->nonblocking.store(nonblocking, std::memory_order_release);
-    st->ready_in = st->ready_out = false;
     st->registered = nullptr;
 }
 
-int fd_wait(FdState *st, Direction dir, uint64_t deadline, bool both) {
+bool fd_reopen_if_reused(FdState *st) {
+    if (KIO_LIKELY(!st->closed.load(std::memory_order_acquire))) return true;
+    LockGuard<SpinLock> g(st->lock);
+    if (!st->closed.load(std::memory_order_relaxed)) return true;  // another caller did it
+    // While a kio_close is between marking and close(2), the number still
+    // names the closed descriptor.
+    if (st->closing > 0 || fcntl(st->fd, F_GETFD) < 0) return false;
+    st->closed.store(false, std::memory_order_release);
+    st->is_socket.store(-1, std::memory_order_relaxed);
+    st->nonblocking.store(false, std::memory_order_release);
+    st->registered = nullptr;
+    return true;
+}
+
+int fd_wait(FdState *st, Direction dir, uint64_t deadline, FdSeq seen, bool both) {
     Waiter w;
     WaitNode nodes[2];
     nodes[0].waiter = nodes[1].waiter = &w;
-    FdWait a{st, dir, both, nodes};
+    FdWait a{st, dir, both, seen, nodes};
     int r = wait_on(&w, publish_fd_wait, &a, deadline, true, KIO_PARK_IO, st, both ? 2 : dir);
     unlink_if_linked(st->lock, list_of(st, dir), &nodes[0]);
     if (both) unlink_if_linked(st->lock, list_of(st, Direction(1 - dir)), &nodes[1]);
@@ -108,12 +122,12 @@ void fd_dispatch(Worker *w, const PollEvent *events, int n) {
             LockGuard<SpinLock> g(st->lock);
             uint32_t e = events[i].events;
             if (e & (kPollIn | kPollErr)) {
-                if (st->readers.empty()) st->ready_in = true;
-                else wake_in = claim_all(st->readers, false, 0);
+                st->seq_in.fetch_add(1, std::memory_order_release);
+                wake_in = claim_all(st->readers, false, 0);
             }
             if (e & (kPollOut | kPollErr)) {
-                if (st->writers.empty()) st->ready_out = true;
-                else wake_out = claim_all(st->writers, false, 0);
+                st->seq_out.fetch_add(1, std::memory_order_release);
+                wake_out = claim_all(st->writers, false, 0);
             }
         }
         wake_chain(wake_in);
@@ -121,9 +135,10 @@ void fd_dispatch(Worker *w, const PollEvent *events, int n) {
     }
 }
 
-Waiter *fd_close_locked(FdState *st) {
+Waiter *fd_closing(FdState *st) {
+    LockGuard<SpinLock> g(st->lock);
     st->closed.store(true, std::memory_order_release);
-    st->ready_in = st->ready_out = false;
+    st->closing++;
     if (Worker *wk = st->registered) {
         wk->poller.remove(st->fd);
         st->registered = nullptr;
@@ -137,6 +152,11 @@ Waiter *fd_close_locked(FdState *st) {
     return a;
 }
 
+void fd_closed(FdState *st) {
+    LockGuard<SpinLock> g(st->lock);
+    st->closing--;
+}
+
 void fd_forget_runtime(Runtime *rt) {
     for (int c = 0; c < kChunks; c++) {
         FdState *chunk = g_chunks[c].load(std::memory_order_acquire);
@@ -147,7 +167,6 @@ void fd_forget_runtime(Runtime *rt) {
             if (st->registered && st->registered->rt == rt) {
                 st->registered->poller.remove(st->fd);
                 st->registered = nullptr;
-                st->ready_in = st->ready_out = false;
             }
         }
     }

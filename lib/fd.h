@@ -5,9 +5,12 @@
 // for both directions, with the poller of the worker it parks on; that single
 // registration serves every later wait on the descriptor (kqueue and epoll
 // keep one registration per descriptor and filter, so sharing it is the only
-// way no wakeup is lost). An event wakes every waiter of its direction; with
-// no waiter it is remembered (ready_in / ready_out) for the next one, since an
-// edge-triggered event will not repeat.
+// way no wakeup is lost). An event wakes every waiter of its direction and
+// bumps that direction's sequence number. A caller snapshots the sequence
+// (fd_seq) before the system call that failed with EAGAIN and hands it to
+// fd_wait, which parks only if no event came in between: an edge that
+// arrived while the caller was between its system call and its park (and
+// went to the waiters already queued, or to nobody) is never lost.
 //
 // FdStates are never freed: a late event may still name one. kio_close (or a
 // kio call that creates a descriptor) resets the state of its number.
@@ -31,7 +34,8 @@ struct FdState {
     std::atomic<bool> nonblocking{false};  // O_NONBLOCK applied (read without the lock)
     std::atomic<int> is_socket{-1};        // -1 unknown, 0 no, 1 yes: writes use MSG_NOSIGNAL
     std::atomic<bool> closed{false};       // closed with kio_close (until the number is reused)
-    bool ready_in = false, ready_out = false;
+    std::atomic<uint32_t> seq_in{0}, seq_out{0};  // events seen; bumped under lock
+    int closing = 0;                // kio_close calls between marking and close(2)
     Worker *registered = nullptr;   // the worker whose poller holds the registration
     std::atomic<int> thread_waiters{0};  // plain threads blocked in poll(2) on it
     WaitList readers, writers;
@@ -45,17 +49,34 @@ FdState *fd_state(int fd);
 // Resets the state of a descriptor number the kernel just handed out.
 void fd_fresh(int fd, bool nonblocking = false, int is_socket = -1);
 
+// After a kio_close the state of a number stays closed (-EBADF) until the
+// kernel hands the number out again. Returns false if st is still stale.
+bool fd_reopen_if_reused(FdState *st);
+
+// Events seen so far in each direction: taken before a system call, given to
+// fd_wait after it failed with EAGAIN.
+struct FdSeq {
+    uint32_t in, out;
+};
+inline FdSeq fd_seq(const FdState *st) {
+    return {st->seq_in.load(std::memory_order_acquire), st->seq_out.load(std::memory_order_acquire)};
+}
+
 // Parks the calling fiber until fd is ready in direction dir (or both, when
-// `both`), the deadline passes, the task is canceled, or the descriptor is
-// closed with kio_close. Returns 0 (ready: retry the operation), -ETIMEDOUT,
-// -ECANCELED, -EBADF, or the errno of a failed registration.
-int fd_wait(FdState *st, Direction dir, uint64_t deadline, bool both = false);
+// `both`) after `seen`, the deadline passes, the task is canceled, or the
+// descriptor is closed with kio_close. Returns 0 (ready: retry the
+// operation), -ETIMEDOUT, -ECANCELED, -EBADF, or the errno of a failed
+// registration.
+int fd_wait(FdState *st, Direction dir, uint64_t deadline, FdSeq seen, bool both = false);
+
+// kio_close's steps around close(2): wake and mark closed (returns whom to
+// wake), then say close(2) returned.
+Waiter *fd_closing(FdState *st);
+void fd_closed(FdState *st);
 
 // Routes poller events to the waiters they concern (called by workers).
 void fd_dispatch(Worker *w, const PollEvent *events, int n);
 
-// Wakes every waiter with -EBADF and drops the registration. Lock held.
-Waiter *fd_close_locked(FdState *st);
 
 // Forgets registrations held by the workers of rt (its pollers are closing).
 void fd_forget_runtime(Runtime *rt);

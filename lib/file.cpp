@@ -1,13 +1,19 @@
 // Regular files and arbitrary blocking calls, on the blocking pool.
 //
-// File operations are cancellation points on entry only: once started they
-// run to completion (the fiber waits for them), because the pool thread
-// writes into the caller's buffer. kio_blocking can be abandoned by
-// cancellation or the deadline; its function then finishes unobserved.
+// kio_pread, kio_pwrite and kio_fsync are cancellation points on entry only:
+// once started they run to completion (the fiber waits for them), because the
+// pool thread uses the caller's buffer; on a regular file that takes bounded
+// time. kio_open can block without bound (a FIFO without a writer, a hung
+// network file system), so cancellation or the deadline abandon it: it works
+// on a copy of the path and closes the descriptor if nobody takes it.
+// kio_blocking can be abandoned likewise; its function finishes unobserved.
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <new>
 
 #include "blocking.h"
 #include "fd.h"
@@ -48,11 +54,63 @@ long offload(Op op) {
 
 }  // namespace
 
+namespace {
+
+// An open(2) that its fiber may abandon: owns everything it uses.
+struct OpenCall {
+    int flags;
+    mode_t mode;
+    int r = -1, e = 0;
+    char path[1];  // allocated to fit
+
+    static OpenCall *make(const char *path, int flags, mode_t mode) {
+        size_t n = strlen(path);
+        void *mem = malloc(sizeof(OpenCall) + n);
+        if (!mem) return nullptr;
+        auto *c = new (mem) OpenCall;
+        c->flags = flags;
+        c->mode = mode;
+        memcpy(c->path, path, n + 1);
+        return c;
+    }
+    void run() {
+        do {
+            r = ::open(path, flags | O_CLOEXEC, mode);
+        } while (r < 0 && errno == EINTR);
+        e = r < 0 ? errno : 0;
+    }
+    static void *run(void *p) {
+        static_cast<OpenCall *>(p)->run();
+        return nullptr;
+    }
+    static void abandoned(void *p, void *) {
+        auto *c = static_cast<OpenCall *>(p);
+        if (c->r >= 0) ::close(c->r);
+        free(c);
+    }
+};
+
+}  // namespace
+
 KIO_EXPORT int kio_open(const char *path, int flags, mode_t mode) noexcept {
     if (!path) return -EINVAL;
-    long fd = offload([&] { return long(::open(path, flags | O_CLOEXEC, mode)); });
-    if (fd >= 0) fd_fresh(int(fd));
-    return int(fd);
+    OpenCall *c = OpenCall::make(path, flags, mode);
+    if (!c) return -ENOMEM;
+    Task *self = current_task();
+    int rc = 0;
+    if (!self) {
+        c->run();
+    } else if (self->cancel_pending()) {
+        rc = -ECANCELED;
+    } else {
+        bool queued = false;
+        rc = run_blocking(self->rt, &OpenCall::run, c, nullptr, true, &OpenCall::abandoned, &queued);
+        if (rc && queued) return rc;  // c belongs to the job now
+    }
+    int fd = rc ? rc : c->r < 0 ? -c->e : c->r;
+    free(c);
+    if (fd >= 0) fd_fresh(fd);
+    return fd;
 }
 
 KIO_EXPORT ssize_t kio_pread(int fd, void *buf, size_t len, off_t offset) noexcept {

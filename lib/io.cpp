@@ -29,18 +29,19 @@ int thread_wait(int fd, short events, uint64_t deadline) {
             if (st) st->thread_waiters.fetch_sub(1, std::memory_order_acq_rel);
         }
     } count(st);
-    if (st && st->closed.load(std::memory_order_acquire)) return -EBADF;
+    if (st && !fd_reopen_if_reused(st)) return -EBADF;
     for (;;) {
+        // Readiness wins over an expired deadline, as in a fiber's wait.
         int timeout = -1;
         if (deadline) {
             uint64_t now = now_ns();
-            if (now >= deadline) return -ETIMEDOUT;
-            timeout = int((deadline - now + 999999) / 1000000);
+            timeout = now >= deadline ? 0 : int((deadline - now + 999999) / 1000000);
         }
         pollfd p{fd, events, 0};
         int r = ::poll(&p, 1, timeout);
         if (r > 0) return (p.revents & POLLNVAL) ? -EBADF : 0;
         if (r < 0 && errno != EINTR) return -errno;
+        if (deadline && now_ns() >= deadline) return -ETIMEDOUT;
     }
 }
 
@@ -49,16 +50,14 @@ int thread_wait(int fd, short events, uint64_t deadline) {
 FdState *prepare(int fd, int *err) {
     FdState *st = fd_state(fd);
     if (!st) {
-        *err = fd < 0 ? -EBADF : -ENOMEM;
+        // Beyond the table (or out of memory): a number that is not open
+        // is still -EBADF.
+        *err = (fd < 0 || fcntl(fd, F_GETFD) < 0) ? -EBADF : -ENOMEM;
         return nullptr;
     }
-    if (KIO_UNLIKELY(st->closed.load(std::memory_order_acquire))) {
-        // Closed with kio_close: stale, unless the kernel reused the number.
-        if (fcntl(fd, F_GETFD) < 0) {
-            *err = -EBADF;
-            return nullptr;
-        }
-        fd_fresh(fd);
+    if (KIO_UNLIKELY(!fd_reopen_if_reused(st))) {
+        *err = -EBADF;
+        return nullptr;
     }
     if (KIO_UNLIKELY(!st->nonblocking.load(std::memory_order_acquire))) {
         int fl = fcntl(fd, F_GETFL);
@@ -85,6 +84,11 @@ long io_loop(int fd, Direction dir, Op op) {
         // if it happens to be non-blocking.
         uint64_t deadline = scope_deadline();
         for (;;) {
+            // Under a deadline, wait for readiness first: the descriptor may
+            // be in blocking mode, and the call must not outlast the deadline.
+            if (deadline) {
+                if (int w = thread_wait(fd, dir == kIn ? POLLIN : POLLOUT, deadline)) return w;
+            }
             long r = op();
             if (r >= 0) return r;
             int e = errno;
@@ -98,12 +102,13 @@ long io_loop(int fd, Direction dir, Op op) {
     FdState *st = prepare(fd, &err);
     if (!st) return err;
     for (;;) {
+        FdSeq seen = fd_seq(st);
         long r = op();
         if (r >= 0) return r;
         int e = errno;  // read before anything can switch fibers
         if (e == EINTR) continue;
         if (e != EAGAIN && e != EWOULDBLOCK) return -e;
-        if (int w = fd_wait(st, dir, 0)) return w;
+        if (int w = fd_wait(st, dir, 0, seen)) return w;
     }
 }
 
@@ -195,13 +200,15 @@ KIO_EXPORT int kio_connect(int fd, const struct sockaddr *addr, socklen_t addrle
         int err = 0;
         FdState *st = prepare(fd, &err);
         if (!st) return err;
+        FdSeq seen = fd_seq(st);
         if (::connect(fd, addr, addrlen) == 0) return 0;
         int e = errno;
         if (e != EINPROGRESS && e != EINTR && e != EAGAIN) return -e;
         // In progress: wait until writable, then read the outcome. (A stale
         // readiness from before may wake us early: then poll(2) says not yet.)
         for (;;) {
-            if (int w = fd_wait(st, kOut, 0)) return w;
+            if (int w = fd_wait(st, kOut, 0, seen)) return w;
+            seen = fd_seq(st);
             pollfd p{fd, POLLOUT, 0};
             if (::poll(&p, 1, 0) > 0) break;
         }
@@ -216,22 +223,30 @@ KIO_EXPORT int kio_poll(int fd, short events, uint64_t deadline) noexcept {
     if (fd < 0) return -EBADF;
     if (!(events & (POLLIN | POLLOUT | POLLPRI))) return -EINVAL;
     Task *self = current_task();
+    if (!self) {
+        for (;;) {
+            pollfd p{fd, events, 0};
+            int r = ::poll(&p, 1, 0);
+            if (r > 0) return (p.revents & POLLNVAL) ? -EBADF : p.revents;
+            if (r < 0 && errno != EINTR) return -errno;
+            // Plain thread: the poll(2) below blocks; loop to collect revents.
+            if (int w = thread_wait(fd, events, earliest(deadline, scope_deadline()))) return w;
+        }
+    }
+    // A cancellation point even when the descriptor is ready, like every
+    // other kio call that may park.
+    if (self->cancel_pending()) return -ECANCELED;
+    int err = 0;
+    FdState *st = prepare(fd, &err);
+    if (!st) return err;
+    bool in = events & (POLLIN | POLLPRI), out = events & POLLOUT;
     for (;;) {
+        FdSeq seen = fd_seq(st);
         pollfd p{fd, events, 0};
         int r = ::poll(&p, 1, 0);
         if (r > 0) return (p.revents & POLLNVAL) ? -EBADF : p.revents;
         if (r < 0 && errno != EINTR) return -errno;
-        if (!self) {
-            // Plain thread: the poll(2) below blocks; loop to collect revents.
-            if (int w = thread_wait(fd, events, earliest(deadline, scope_deadline()))) return w;
-            continue;
-        }
-        if (self->cancel_pending()) return -ECANCELED;
-        int err = 0;
-        FdState *st = prepare(fd, &err);
-        if (!st) return err;
-        bool in = events & (POLLIN | POLLPRI), out = events & POLLOUT;
-        if (int w = fd_wait(st, in ? kIn : kOut, deadline, in && out)) return w;
+        if (int w = fd_wait(st, in ? kIn : kOut, deadline, seen, in && out)) return w;
     }
 }
 
@@ -244,18 +259,15 @@ KIO_EXPORT int kio_socket(int domain, int type, int protocol) noexcept {
 
 KIO_EXPORT int kio_close(int fd) noexcept {
     if (fd < 0) return -EBADF;
-    if (FdState *st = fd_state(fd)) {
-        Waiter *wake;
-        {
-            LockGuard<SpinLock> g(st->lock);
-            wake = fd_close_locked(st);
-        }
-        wake_chain(wake);
+    FdState *st = fd_state(fd);
+    if (st) {
+        wake_chain(fd_closing(st));
         // Plain threads block in poll(2), which close(2) does not wake; for a
         // socket, shutting it down does (they then see -EBADF or EOF).
         if (st->thread_waiters.load(std::memory_order_acquire) > 0) ::shutdown(fd, SHUT_RDWR);
     }
     // Linux closes the descriptor even when close(2) fails with EINTR.
-    if (::close(fd) < 0 && errno != EINTR) return -errno;
-    return 0;
+    int r = ::close(fd) < 0 && errno != EINTR ? -errno : 0;
+    if (st) fd_closed(st);
+    return r;
 }
