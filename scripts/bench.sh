@@ -2,7 +2,7 @@
 # Core runtime benchmarks: kio against Go and Boost (Boost.Context, Boost.Fiber).
 #
 #   scripts/bench.sh [--quick] [--systems "kio go boost"] [--workloads "switch yield ..."]
-#                    [--no-docs] [--build-dir DIR]
+#                    [--no-docs] [--no-io] [--build-dir DIR]
 #
 # Builds kio (meson, release; bench/meson.build adds kio_core_bench and
 # kio_switch_bench), the Go program (bench/go/core, no network) and the Boost
@@ -17,6 +17,9 @@
 #   --workloads    subset of: switch yield spawn_await spawn_await_batch skynet
 #                  mutex pingpong idle sleep          (default: all)
 #   --build-dir    meson build directory              (default: build-bench)
+#   --no-io        skip the I/O benchmarks that run at the end (scripts/bench_io.sh:
+#                  kio's echo and HTTP servers against raw epoll, Go, libuv, nginx;
+#                  ~1.5 min; its own table region and docs/perf_io.png)
 #
 # Environment: BENCH_TIMEOUT (seconds per program run, default 180),
 # BENCH_BOOST_SKYNET=0|1 (Boost.Fiber skynet needs about 5 GB of RAM; by default
@@ -31,6 +34,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=build-bench
 QUICK=0
 DOCS=1
+IO=1
 SYSTEMS="kio go boost"
 WORKLOADS="switch yield spawn_await spawn_await_batch skynet mutex pingpong idle sleep"
 TIMEOUT=${BENCH_TIMEOUT:-180}
@@ -43,6 +47,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1; DOCS=0 ;;
         --no-docs) DOCS=0 ;;
+        --no-io) IO=0 ;;
         --systems) SYSTEMS="$2"; shift ;;
         --workloads) WORKLOADS="$2"; shift ;;
         --build-dir) BUILD="$2"; shift ;;
@@ -213,7 +218,19 @@ else
     "$PYTHON" bench/report.py "$RESULTS"
 fi
 echo "bench.sh: raw results in $RESULTS" >&2
+failed=0
 if grep -q 'check=FAIL' "$RESULTS"; then
     echo "bench.sh: some checks FAILED" >&2
-    exit 1
+    failed=1
 fi
+
+# ------------------------------------------------------------------- I/O ---
+
+if [ "$IO" = 1 ]; then
+    log "I/O benchmarks (scripts/bench_io.sh)"
+    io_args=(--build-dir "$BUILD")
+    [ "$QUICK" = 1 ] && io_args+=(--quick)
+    [ "$DOCS" = 0 ] && io_args+=(--no-docs)
+    "$ROOT/scripts/bench_io.sh" "${io_args[@]}" || failed=1
+fi
+exit "$failed"

@@ -1,0 +1,3 @@
+module kiobench/core
+
+go 1.19

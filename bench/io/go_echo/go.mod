@@ -1,0 +1,3 @@
+module kio/bench/io/go_echo
+
+go 1.19

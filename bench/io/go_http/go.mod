@@ -1,0 +1,3 @@
+module kio/bench/io/go_http
+
+go 1.19
