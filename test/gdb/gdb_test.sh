@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Tests scripts/kio-gdb.py against test/gdb/gdb_target.c, a program whose
+# fibers are parked in known functions (see its header comment).
+#
+#   gdb_test.sh GDB_TARGET KIO_GDB_PY
+#
+# 1. A live process stopped at a breakpoint: `kio tasks` shows every task with
+#    its state, `kio bt <id>` (ids read from the program's globals) shows the
+#    function each fiber parked in, the thread's own backtrace is intact
+#    afterwards, and the program still runs to a clean exit.
+# 2. A core file dumped by the kernel (SIGABRT at the same point): the same
+#    listing and backtraces. Skipped (with a note) when the system does not
+#    write core files into the working directory (core_pattern is a pipe or
+#    a path elsewhere).
+# Exit 77 (meson: skipped) when gdb is missing or cannot trace processes.
+set -uo pipefail
+
+TARGET=$(readlink -f "$1")
+SCRIPT=$(readlink -f "$2")
+GDB=${GDB:-gdb}
+command -v "$GDB" >/dev/null || { echo "gdb not found: skipped"; exit 77; }
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
+
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+expect() {  # file, extended regex, description
+    if grep -Eq -- "$2" "$1"; then echo "ok: $3"; else fail "$3 (no match for /$2/ in $1)"; fi
+}
+# The lines of `kio bt` output for one task: from its header to the next header.
+section() {  # file, task name
+    awk -v name="'$2'" '
+        /^task [0-9]+ / { on = index($0, name ":") > 0 }
+        on { print }' "$1"
+}
+
+run_gdb() {  # output file, gdb arguments...
+    local out=$1; shift
+    timeout 300 "$GDB" -nx -batch -x "$SCRIPT" "$@" >"$out" 2>&1
+}
+
+# kio bt for the task whose id is in the program's global NAME_id, by number.
+bt_by_id() { echo "python gdb.execute('kio bt %d' % int(gdb.parse_and_eval('$1_id')))"; }
+
+check_listing() {  # file, label
+    local f=$1 l=$2
+    expect "$f" "^runtime 0x[0-9a-f]+: 2 of 2 workers started" "$l: runtime header"
+    expect "$f" "^  task 1 'main': running on worker 0 \(gdb thread [0-9]+\)$" "$l: main running"
+    expect "$f" "^  task [0-9]+ 'alpha': parked: sleep until (now\+3[0-9]{3}\.[0-9]{3} s|kio_now\(\)=[0-9]+)$" "$l: alpha sleeping"
+    expect "$f" "^  task [0-9]+ 'beta': parked: mutex 0x[0-9a-f]+ held by task 1$" "$l: beta on the mutex main holds"
+    expect "$f" "^  task [0-9]+ 'gamma': parked: condition 0x[0-9a-f]+$" "$l: gamma on the condition"
+    expect "$f" "^  task [0-9]+ 'delta': parked: await of task ${GAMMA_ID:-[0-9]+}$" "$l: delta awaiting gamma"
+    expect "$f" "^  task [0-9]+ 'eps': parked: descriptor fd [0-9]+ read$" "$l: eps reading a pipe"
+}
+
+check_bt() {  # file, label, task name, function...
+    local f=$1 l=$2 name=$3; shift 3
+    section "$f" "$name" >"$f.$name"
+    [ -s "$f.$name" ] || { fail "$l: no kio bt output for $name"; return; }
+    for fn in "$@"; do
+        expect "$f.$name" "^#[0-9]+ .*[ :]$fn \(" "$l: kio bt $name names $fn"
+    done
+    expect "$f.$name" "^#0 .*kio_ctx_switch|^#0 .*switch_to" "$l: kio bt $name starts at the switch"
+    expect "$f.$name" "kio_ctx_entry \(\)" "$l: kio bt $name ends at the fiber's root"
+}
+
+check_bts() {  # file, label
+    check_bt "$1" "$2" alpha wait_here_alpha kio_sleep_until run_alpha
+    check_bt "$1" "$2" beta wait_here_beta kio_mutex_lock run_beta
+    check_bt "$1" "$2" gamma wait_here_gamma kio_cond_wait run_gamma
+    check_bt "$1" "$2" delta wait_here_delta kio_await run_delta
+    check_bt "$1" "$2" eps wait_here_eps kio_read run_eps
+}
+
+# ---------------------------------------------------------------------------
+# 1. Live process.
+echo "== live process"
+run_gdb live.txt -ex 'set pagination off' -ex 'break kio_gdb_target_ready' -ex 'run' \
+    -ex 'echo ==tasks==\n' -ex 'kio tasks' \
+    -ex 'echo ==bt==\n' \
+    -ex "$(bt_by_id alpha)" -ex "$(bt_by_id beta)" -ex "$(bt_by_id gamma)" \
+    -ex "$(bt_by_id delta)" -ex "$(bt_by_id eps)" \
+    -ex 'echo ==bt-by-name==\n' -ex 'kio bt beta 3' \
+    -ex 'echo ==thread-bt==\n' -ex 'bt' \
+    -ex 'echo ==gamma-id==\n' -ex 'print gamma_id' \
+    -ex 'delete' -ex 'continue' \
+    "$TARGET"
+if grep -q "ptrace: Operation not permitted\|Could not trace the inferior process\|not permitted" live.txt &&
+   ! grep -q "==tasks==" live.txt; then
+    cat live.txt
+    echo "gdb cannot trace processes here: skipped"
+    exit 77
+fi
+GAMMA_ID=$(sed -n '/==gamma-id==/{n;s/^\$[0-9]* = //p}' live.txt)
+sed -n '/==tasks==/,/==bt==/p' live.txt >live.tasks
+sed -n '/==bt==/,/==bt-by-name==/p' live.txt >live.bt
+sed -n '/==bt-by-name==/,/==thread-bt==/p' live.txt >live.bt3
+sed -n '/==thread-bt==/,/==gamma-id==/p' live.txt >live.thread
+check_listing live.tasks live
+check_bts live.bt live
+# `kio bt beta 3`: a name, and a frame count that counts the fiber's frames.
+expect live.bt3 "^task [0-9]+ 'beta': parked: mutex" "live: kio bt by name"
+n=$(grep -c '^#' live.bt3)
+[ "$n" -eq 3 ] && echo "ok: kio bt beta 3 shows 3 frames" || fail "kio bt beta 3 shows $n frames, not 3"
+# The thread's own backtrace is untouched afterwards.
+expect live.thread "^#0 +kio_gdb_target_ready \(\)" "live: thread backtrace restored (frame 0)"
+expect live.thread "^#1 .* main \(" "live: thread backtrace restored (frame 1)"
+expect live.txt "exited normally" "live: the program runs on to a clean exit"
+if grep -q "Python Exception\|Error occurred in Python" live.txt; then fail "live: Python errors"; fi
+
+# ---------------------------------------------------------------------------
+# 2. Core file written by the kernel.
+echo "== core file"
+rm -f core core.*
+pattern=$(cat /proc/sys/kernel/core_pattern 2>/dev/null || echo "?")
+( ulimit -c unlimited 2>/dev/null
+  timeout 300 "$GDB" -nx -batch -ex 'break kio_gdb_target_ready' -ex 'run' -ex 'signal SIGABRT' \
+      "$TARGET" >abort.txt 2>&1 )
+corefile=$(ls core core.* 2>/dev/null | head -n 1)
+if [ -z "$corefile" ]; then
+    echo "note: no core file in the working directory (core_pattern '$pattern', ulimit -c $(ulimit -c)): core part skipped"
+else
+    run_gdb core.txt -ex 'echo ==tasks==\n' -ex 'kio tasks' -ex 'echo ==bt==\n' \
+        -ex "$(bt_by_id alpha)" -ex "$(bt_by_id beta)" -ex "$(bt_by_id gamma)" \
+        -ex "$(bt_by_id delta)" -ex "$(bt_by_id eps)" -ex 'echo ==end==\n' \
+        "$TARGET" "$corefile"
+    sed -n '/==tasks==/,/==bt==/p' core.txt >core.tasks
+    sed -n '/==bt==/,/==end==/p' core.txt >core.bt
+    GAMMA_ID= check_listing core.tasks core
+    check_bts core.bt core
+    if grep -q "Python Exception\|Error occurred in Python" core.txt; then fail "core: Python errors"; fi
+fi
+
+if [ "$failures" -ne 0 ]; then
+    echo "---- live gdb output"; cat live.txt
+    [ -f core.txt ] && { echo "---- core gdb output"; cat core.txt; }
+    echo "$failures check(s) failed"
+    exit 1
+fi
+echo "all gdb checks passed"
