@@ -2,12 +2,18 @@
 # Installs the Debian 12 packages kio's scripts need. Idempotent and quiet:
 # skips apt entirely when everything is already installed.
 #
-#   scripts/deps.sh [build|test|bench]...    (default: build)
+#   scripts/deps.sh [build|test|bench|abi|aarch64|macos]...    (default: build)
+#
+# abi, aarch64 and macos are the packaging stages of scripts/test.sh
+# (scripts/abi_check.sh, scripts/cross_aarch64.sh, scripts/cross_macos.sh).
 set -euo pipefail
 
 build=(build-essential meson ninja-build pkg-config libgtest-dev libunwind-dev valgrind)
-test=(gdb curl python3-pytest)
+test=(gdb curl wrk python3-pytest)
 bench=(golang-go libboost-context-dev libboost-fiber-dev libuv1-dev wrk nginx-light python3-matplotlib)
+abi=(abigail-tools)
+aarch64=(g++-aarch64-linux-gnu qemu-user googletest)
+macos=(llvm file nodejs)   # zig itself comes from npm (scripts/cross_macos.sh)
 
 want=()
 [ $# -eq 0 ] && set -- build
@@ -16,6 +22,9 @@ for group in "$@"; do
         build) want+=("${build[@]}") ;;
         test) want+=("${build[@]}" "${test[@]}") ;;
         bench) want+=("${build[@]}" "${bench[@]}") ;;
+        abi) want+=("${build[@]}" "${abi[@]}") ;;
+        aarch64) want+=("${build[@]}" "${aarch64[@]}") ;;
+        macos) want+=("${build[@]}" "${macos[@]}") ;;
         *) echo "deps.sh: unknown group $group" >&2; exit 2 ;;
     esac
 done
