@@ -539,7 +539,7 @@ KIO_EXPORT int kio_stats(kio_runtime *rth, struct kio_stats *out) noexcept {
     uint64_t ready = rt->inject.size();
     for (unsigned i = 0; i < n; i++) {
         Worker *w = &rt->workers[i];
-        ready += w->ready.size() + uint64_t(w->spawned.size()) + w->yielded.size() + w->inbox.size();
+        ready += w->ready.size() + uint64_t(w->spawned.size()) + w->yielded.size() + w->inbox.size() + w->migrated.size();
         s.switches += uint64_t(w->n_switches.load(std::memory_order_relaxed));
         s.steals += uint64_t(w->n_steals.load(std::memory_order_relaxed));
         for (int k = 0; k < KIO_PARK_KINDS; k++)
@@ -599,7 +599,7 @@ KIO_EXPORT int kio_dump(kio_runtime *rth, int fd) noexcept {
         if (cur) o.f("running task %" PRIu64 " '%s'", cur->id, cur->name);
         else o.str(w->sleep_state.load(std::memory_order_relaxed) == Worker::kAwake ? "idle" : "sleeping");
         o.f(", %u ready\n", w->ready.size() + uint32_t(w->spawned.size()) + w->yielded.size() +
-                               uint32_t(w->inbox.size()));
+                               uint32_t(w->inbox.size() + w->migrated.size()));
     }
     dump_task(o, &rt->main, rt);
     rt->tasks.for_each([&](Task *t) {

@@ -132,15 +132,18 @@ void push_ring(Worker *w, Ring &ring, Task *t) {
 
 void push_ready(Worker *w, Task *t) { push_ring(w, w->ready, t); }
 
-// KIO_DEBUG_MIGRATE: sends a fiber that becomes runnable to the inbox of
-// another worker than the one it is on, round robin. False with one worker.
+// KIO_DEBUG_MIGRATE: sends a fiber that becomes runnable to another worker
+// than the one it is on, round robin. False with one worker. The target's
+// `migrated` queue is stealable like its run queues: if the target is stuck
+// in a fiber that never yields, an idle worker takes the fiber (possibly
+// back) rather than leave it waiting.
 bool migrate_elsewhere(Runtime *rt, Worker *w, Task *t) {
     unsigned n = rt->nstarted.load(std::memory_order_acquire);
     if (n < 2) return false;
     unsigned i = rt->migrate_next.fetch_add(1, std::memory_order_relaxed) % n;
     Worker *to = &rt->workers[i];
     if (to == w) to = &rt->workers[(i + 1) % n];
-    to->inbox.push(t);
+    to->migrated.push(t);
     wake_worker(to);
     return true;
 }
@@ -301,9 +304,11 @@ Task *steal(Worker *w) {
     for (unsigned i = 0; i < n; i++) {
         Worker *v = &rt->workers[(start + i) % n];
         if (v == w) continue;
-        uint32_t queued = v->ready.size() + uint32_t(v->spawned.size()) + v->yielded.size();
+        uint32_t queued = v->ready.size() + uint32_t(v->spawned.size()) + v->yielded.size() +
+                          uint32_t(v->migrated.size());
         if (queued == 0 || (queued == 1 && !may_steal_single(w, v))) continue;
-        Task *t = v->ready.steal_into(w->ready);
+        Task *t = v->migrated.empty() ? nullptr : v->migrated.pop();
+        if (!t) t = v->ready.steal_into(w->ready);
         if (!t && v->spawned.size() > 0) t = v->spawned.steal();
         if (!t) t = v->yielded.steal_into(w->yielded);
         if (t) {
@@ -331,6 +336,7 @@ Task *fairness_pick(Worker *w) {
     w->timers.fire_expired(now);
     if (now - w->last_poll >= kPollInterval) poll_now(w, now);
     if (Task *t = w->inbox.pop()) return t;
+    if (Task *t = w->migrated.pop()) return t;
     if (Task *t = take_injected(w)) return t;
     if (Task *t = w->yielded.pop()) return t;
     return w->ready.pop();
@@ -345,6 +351,7 @@ Task *find_work(Worker *w) {
     if (KIO_UNLIKELY(tick % kFairnessInterval == 0))
         if ((t = runnable(w, fairness_pick(w)))) return t;
     if (!w->inbox.empty() && (t = runnable(w, w->inbox.pop()))) return t;
+    if (KIO_UNLIKELY(!w->migrated.empty()) && (t = runnable(w, w->migrated.pop()))) return t;
     // Woken fibers first: each holds a stack, and running them promptly keeps
     // spawn trees from piling up parked parents. (The ring may also hold
     // tasks that never ran: injection batches, overflow.)

@@ -80,6 +80,7 @@ struct alignas(kCacheLine) Worker {
     Deque spawned;            // new children, newest first
     Ring yielded;             // fibers that yielded, FIFO (after new children)
     TaskQueue inbox;          // pinned fibers of this worker, migrations
+    TaskQueue migrated;       // KIO_DEBUG_MIGRATE arrivals (stealable, so never stuck)
     TimerHeap timers;
     Poller poller;
     std::atomic<uint32_t> tick{0};   // picks so far; owner writes, thieves read
@@ -105,7 +106,7 @@ struct alignas(kCacheLine) Worker {
         return stealable() || !inbox.empty();
     }
     bool stealable() const {
-        return ready.size() > 0 || spawned.size() > 0 || yielded.size() > 0;
+        return ready.size() > 0 || spawned.size() > 0 || yielded.size() > 0 || !migrated.empty();
     }
 };
 
