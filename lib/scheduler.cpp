@@ -41,6 +41,7 @@ constexpr size_t kInjectBatch = 32;
 // by the fiber running there (a spawned child about to be awaited, a woken
 // partner in a ping-pong) and runs there soon, without a cross-thread trip.
 constexpr uint64_t kSingleStealDelay = 5 * 1000;  // ns
+constexpr uint64_t kMigratedStealDelay = 50 * 1000 * 1000;  // ns: KIO_DEBUG_MIGRATE arrivals
 
 // The handshake between producers (who queue work, then check whether a
 // worker sleeps) and sleepers (who announce sleep, then check for work) is a
@@ -284,7 +285,7 @@ void poll_now(Worker *w, uint64_t now) {
 
 // May w take v's only queued task? Only once v has been busy with the same
 // fiber (no new pick) for kSingleStealDelay.
-bool may_steal_single(Worker *w, Worker *v) {
+bool may_steal_single(Worker *w, Worker *v, uint64_t delay) {
     uint32_t vt = v->tick.load(std::memory_order_relaxed);
     uint64_t now = now_ns();
     if (w->single_victim != v || w->single_tick != vt) {
@@ -293,7 +294,7 @@ bool may_steal_single(Worker *w, Worker *v) {
         w->single_since = now;
         return false;
     }
-    return now - w->single_since >= kSingleStealDelay;
+    return now - w->single_since >= delay;
 }
 
 Task *steal(Worker *w) {
@@ -304,13 +305,17 @@ Task *steal(Worker *w) {
     for (unsigned i = 0; i < n; i++) {
         Worker *v = &rt->workers[(start + i) % n];
         if (v == w) continue;
-        uint32_t queued = v->ready.size() + uint32_t(v->spawned.size()) + v->yielded.size() +
-                          uint32_t(v->migrated.size());
-        if (queued == 0 || (queued == 1 && !may_steal_single(w, v))) continue;
-        Task *t = v->migrated.empty() ? nullptr : v->migrated.pop();
-        if (!t) t = v->ready.steal_into(w->ready);
-        if (!t && v->spawned.size() > 0) t = v->spawned.steal();
-        if (!t) t = v->yielded.steal_into(w->yielded);
+        Task *t = nullptr;
+        uint32_t queued = v->ready.size() + uint32_t(v->spawned.size()) + v->yielded.size();
+        if (queued > 1 || (queued == 1 && may_steal_single(w, v, kSingleStealDelay))) {
+            t = v->ready.steal_into(w->ready);
+            if (!t && v->spawned.size() > 0) t = v->spawned.steal();
+            if (!t) t = v->yielded.steal_into(w->yielded);
+        }
+        // KIO_DEBUG_MIGRATE sent these to v on purpose: taken only if v is
+        // stuck in a fiber that does not yield.
+        if (!t && KIO_UNLIKELY(!v->migrated.empty()) && may_steal_single(w, v, kMigratedStealDelay))
+            t = v->migrated.pop();
         if (t) {
             Worker::bump(w->n_steals);
             return t;
@@ -350,8 +355,11 @@ Task *find_work(Worker *w) {
     w->tick.store(tick, std::memory_order_relaxed);
     if (KIO_UNLIKELY(tick % kFairnessInterval == 0))
         if ((t = runnable(w, fairness_pick(w)))) return t;
-    if (!w->inbox.empty() && (t = runnable(w, w->inbox.pop()))) return t;
+    // Migrated fibers before the inbox: a pinned fiber that keeps yielding
+    // would otherwise hold them off (each migrated one leaves at its next
+    // switch, so it cannot hold off the inbox in turn).
     if (KIO_UNLIKELY(!w->migrated.empty()) && (t = runnable(w, w->migrated.pop()))) return t;
+    if (!w->inbox.empty() && (t = runnable(w, w->inbox.pop()))) return t;
     // Woken fibers first: each holds a stack, and running them promptly keeps
     // spawn trees from piling up parked parents. (The ring may also hold
     // tasks that never ran: injection batches, overflow.)
