@@ -359,9 +359,10 @@ KIO_API void kio_cond_broadcast(kio_cond *c) KIO_NOEXCEPT;
  * One mechanism bounds every blocking kio call: a deadline attached to the
  * calling task (or plain thread). While it is set, each call that parks
  * (I/O, kio_poll, kio_sleep, kio_mutex_lock, kio_cond_wait, kio_await,
- * kio_select, kio_blocking, ...) returns -ETIMEDOUT once kio_now() reaches it,
- * leaving nothing registered behind. Calls that take their own deadline use
- * the earlier of the two.
+ * kio_select, kio_blocking, kio_open, ...) returns -ETIMEDOUT once kio_now()
+ * reaches it, leaving nothing registered behind. Calls that take their own
+ * deadline use the earlier of the two. Exceptions: kio_pread, kio_pwrite and
+ * kio_fsync check it on entry only (see Files).
  * ------------------------------------------------------------------------- */
 
 /* Sets the calling task's deadline (kio_now() base; 0 = none) and returns the
@@ -445,8 +446,15 @@ KIO_API int kio_dial_tcp(const char *host, int port, uint64_t deadline) KIO_NOEX
  * Files and blocking work
  *
  * Regular files are never "ready" for epoll or kqueue, so these run on a
- * bounded pool of threads while the fiber parks. Cancellation detaches the
- * waiter (-ECANCELED) and lets the operation finish in the background.
+ * bounded pool of threads while the fiber parks. Each is a cancellation point
+ * on entry. kio_open (which can block without bound: a FIFO, a hung network
+ * file system) is also abandoned by cancellation or the deadline: the fiber
+ * returns -ECANCELED / -ETIMEDOUT at once, and a descriptor the open still
+ * produces is closed. kio_pread, kio_pwrite and kio_fsync, once started, run
+ * to completion and the fiber waits for them (the pool thread uses the
+ * caller's buffer, which must stay valid); a cancellation that arrives
+ * meanwhile shows at the next cancellation point. From a plain thread they
+ * run directly.
  * ------------------------------------------------------------------------- */
 
 KIO_API int kio_open(const char *path, int flags, mode_t mode) KIO_NOEXCEPT;
@@ -542,7 +550,8 @@ KIO_API int kio_stats(kio_runtime *rt, struct kio_stats *out) KIO_NOEXCEPT;
 
 /* Stores up to max return addresses of task's stack in frames (task NULL =
  * the calling fiber) and returns their count, innermost first. The task must
- * be suspended (parked or queued): -EBUSY while it runs on a worker. The walk
+ * be suspended (parked or queued): -EBUSY while it runs on a worker; a task
+ * that has not started yet has no frames (0). The walk
  * reads the suspended stack while the task could be resumed by another
  * thread, so use it for diagnostics (a task that wakes during the walk gives
  * a truncated trace). Errors: -EINVAL, -EBUSY, -ENOTSUP (no unwinder on this
@@ -553,8 +562,9 @@ KIO_API int kio_backtrace(kio_task *task, void **frames, size_t max) KIO_NOEXCEP
  * live task with its id, name, state (running, ready, or parked on what: sleep
  * until when, mutex, condition, descriptor and direction, await of which task)
  * and symbolized backtrace. Returns 0 or a negative errno (-EINVAL, a write
- * error). Async-signal-safe enough to run from the dump signal (it takes no
- * lock that a worker could hold while blocked). Thread safety: any thread. */
+ * error). Not async-signal-safe (it allocates to demangle names): from a
+ * signal handler, use the dump_signal option instead, which runs it on a
+ * monitor thread. Thread safety: any thread. */
 KIO_API int kio_dump(kio_runtime *rt, int fd) KIO_NOEXCEPT;
 
 #ifdef __cplusplus

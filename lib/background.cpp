@@ -5,6 +5,7 @@
 // runtime.
 #include <pthread.h>
 
+#include <atomic>
 #include <cerrno>
 #include <new>
 
@@ -27,6 +28,7 @@ struct Background {
     kio_cond stop_cv = KIO_COND_INIT;
     bool stop = false;
     int destroy_result = 0;
+    std::atomic<bool> stop_claimed{false};  // the one kio_runtime_stop
 };
 
 namespace {
@@ -90,10 +92,18 @@ KIO_EXPORT int kio_runtime_stop(kio_runtime *rth) noexcept {
     Worker *w = current_worker();
     if (w && w->rt == rt) return -EPERM;  // a fiber of rt would wait for itself
     Background *bg = rt->background;
+    if (bg->stop_claimed.exchange(true, std::memory_order_acq_rel)) return -EINVAL;  // stopping already
+    // The lock must be taken even in a canceled task or under an expired
+    // deadline scope (of another runtime's fiber): else the stop request
+    // could race past the main fiber's check and be lost.
+    int shield = kio_cancel_shield(1);  // -EPERM on a plain thread: nothing to restore
+    uint64_t deadline = kio_deadline_set(0);
     kio_mutex_lock(&bg->stop_mu);
     bg->stop = true;
     kio_cond_signal(&bg->stop_cv);
     kio_mutex_unlock(&bg->stop_mu);
+    kio_deadline_set(deadline);
+    if (shield == 0) kio_cancel_shield(0);
     pthread_join(bg->thread, nullptr);
     int r = bg->destroy_result;
     delete bg;

@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
 
 #include "fd.h"
@@ -266,6 +267,11 @@ struct sigaction g_prev_segv, g_prev_bus;
 std::atomic<Runtime *> g_signal_runtimes[16];  // runtimes with a dump signal
 std::atomic<bool> g_handlers{false};
 int g_stall_signal = 0;
+// Dump signals: how many runtimes use each, and the disposition to restore.
+constexpr int kMaxSignal = 65;
+std::mutex g_dump_lock;
+int g_dump_users[kMaxSignal];
+struct sigaction g_dump_prev[kMaxSignal];
 
 bool sanitizer_build() { return KIO_ASAN || KIO_TSAN; }
 
@@ -312,7 +318,9 @@ void on_fault(int sig, siginfo_t *info, void *uc) {
 // stall watchdog. Signal handlers only write a byte to its pipe.
 class Monitor {
   public:
-    explicit Monitor(Runtime *rt) : rt_(rt) {}
+    explicit Monitor(Runtime *rt) : rt_(rt) {
+        for (int64_t &r : reported_) r = -1;
+    }
 
     int start() {
         if (pipe(pipe_) < 0) return -errno;
@@ -369,7 +377,7 @@ class Monitor {
         unsigned n = rt_->nstarted.load(std::memory_order_acquire);
         for (unsigned i = 0; i < n && i < kMaxThreads; i++) {
             Worker *w = &rt_->workers[i];
-            int64_t sw = w->n_switches.load(std::memory_order_acquire);
+            int64_t sw = w->stall_epoch.load(std::memory_order_acquire);
             uint64_t since = w->switched_at.load(std::memory_order_relaxed);
             Task *t = w->current;
             if (!t || !since || now - since < rt_->stall_ns) continue;
@@ -386,7 +394,7 @@ class Monitor {
     pthread_t thread_{};
     bool started_ = false;
     std::atomic<bool> stopping_{false};
-    int64_t reported_[64] = {};
+    int64_t reported_[64];  // the stall_epoch reported last, per worker (-1: none)
 };
 
 namespace {
@@ -488,12 +496,15 @@ int debug_runtime_start(Runtime *rt) {
             Runtime *expected = nullptr;
             if (slot.compare_exchange_strong(expected, rt)) break;
         }
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_dump_signal;
-        sa.sa_flags = SA_RESTART;
-        sigemptyset(&sa.sa_mask);
-        sigaction(rt->dump_signal, &sa, nullptr);
+        std::lock_guard<std::mutex> g(g_dump_lock);
+        if (rt->dump_signal < kMaxSignal && g_dump_users[rt->dump_signal]++ == 0) {
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = on_dump_signal;
+            sa.sa_flags = SA_RESTART;
+            sigemptyset(&sa.sa_mask);
+            sigaction(rt->dump_signal, &sa, &g_dump_prev[rt->dump_signal]);
+        }
     }
     return 0;
 }
@@ -502,6 +513,13 @@ void debug_runtime_stop(Runtime *rt) {
     for (auto &slot : g_signal_runtimes) {
         Runtime *expected = rt;
         slot.compare_exchange_strong(expected, nullptr);
+    }
+    if (rt->dump_signal && rt->monitor) {
+        // The last runtime using the signal gives the program its previous
+        // disposition back (SIGQUIT quits again).
+        std::lock_guard<std::mutex> g(g_dump_lock);
+        if (rt->dump_signal < kMaxSignal && --g_dump_users[rt->dump_signal] == 0)
+            sigaction(rt->dump_signal, &g_dump_prev[rt->dump_signal], nullptr);
     }
     if (rt->monitor) {
         rt->monitor->stop();
@@ -566,6 +584,7 @@ KIO_EXPORT int kio_backtrace(kio_task *h, void **frames, size_t max) noexcept {
         Task *t = from_handle(h);
         if (!t) return -EINVAL;
         if (t == current_task()) return kio_backtrace(nullptr, frames, max);
+        if (t->state.load(std::memory_order_acquire) == Task::kNew) return 0;  // no stack yet
         if (running(t)) return -EBUSY;
         context_of_suspended(t, &uc);
         if (unw_init_local(&c, &uc) < 0) return -ENOTSUP;

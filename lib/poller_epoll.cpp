@@ -101,7 +101,7 @@ int Poller::wait(PollEvent *out, int max, uint64_t deadline) {
 
 int Poller::add(int fd, void *token) {
     epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.events = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET;
     ev.data.ptr = token;
     if (epoll_ctl(fd_, EPOLL_CTL_ADD, fd, &ev) == 0) return 0;
     if (errno == EEXIST && epoll_ctl(fd_, EPOLL_CTL_MOD, fd, &ev) == 0) return 0;

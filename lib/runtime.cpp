@@ -192,15 +192,16 @@ KIO_EXPORT int kio_runtime_destroy(kio_runtime *rth) noexcept {
     // Back to the creating thread, then stop the other workers.
     migrate_current(&rt->workers[0]);
     rt->exiting.store(true, std::memory_order_seq_cst);
+    // A worker being started concurrently (a pool thread's wakeup) has
+    // finished starting once we hold start_lock, and none starts after it
+    // (start_worker checks exiting under the lock): has_thread is final.
+    { std::lock_guard<std::mutex> g(rt->start_lock); }
     for (unsigned i = 1; i < rt->nthreads; i++) {
         Worker *w = &rt->workers[i];
         if (!w->has_thread) continue;
         w->poller.wake();
         pthread_join(w->thread, nullptr);
     }
-    // A worker being started concurrently finished starting before exiting
-    // was set (start_worker checks it under start_lock).
-    { std::lock_guard<std::mutex> g(rt->start_lock); }
     debug_runtime_stop(rt);
     debug_thread_stop(rt->workers[0].altstack);
     set_current_worker(nullptr);

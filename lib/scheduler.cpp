@@ -142,8 +142,10 @@ bool migrate_elsewhere(Runtime *rt, Worker *w, Task *t) {
     unsigned n = rt->nstarted.load(std::memory_order_acquire);
     if (n < 2) return false;
     unsigned i = rt->migrate_next.fetch_add(1, std::memory_order_relaxed) % n;
+    // Away from the worker t last ran on (which need not be the waker's).
+    Worker *from = t->ran_on ? t->ran_on : w;
     Worker *to = &rt->workers[i];
-    if (to == w) to = &rt->workers[(i + 1) % n];
+    if (to == from) to = &rt->workers[(i + 1) % n];
     to->migrated.push(t);
     wake_worker(to);
     return true;
@@ -400,6 +402,13 @@ void after_switch(SwitchMsg *in) {
 // The message lives in the Worker, not on the leaving fiber's stack: the
 // arriving context runs on the same thread and handles it at once, and a
 // dying fiber's stack (and, under ASan, its fake frames) is gone by then.
+// The stall watchdog's episode of w's running context ends (a switch, or a
+// kio call that could have switched).
+void stall_episode_ends(Worker *w) {
+    w->switched_at.store(now_ns(), std::memory_order_relaxed);
+    w->stall_epoch.store(w->stall_epoch.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
 void switch_to(Worker *w, Task *next) {
     SwitchMsg *msg = &w->msg;
     Task *prev = w->current;
@@ -409,8 +418,11 @@ void switch_to(Worker *w, Task *next) {
     void *load = next ? next->sp : w->idle_sp;
     w->current = next;
     Worker::bump(w->n_switches);
-    if (KIO_UNLIKELY(w->rt->stall_ns)) w->switched_at.store(now_ns(), std::memory_order_relaxed);
-    if (next) next->on_cpu.store(true, std::memory_order_relaxed);
+    if (KIO_UNLIKELY(w->rt->stall_ns)) stall_episode_ends(w);
+    if (next) {
+        next->on_cpu.store(true, std::memory_order_relaxed);
+        if (KIO_UNLIKELY(w->rt->debug_migrate)) next->ran_on = w;
+    }
     san_before_switch(prev ? &prev->san : &w->idle_san, next ? &next->san : &w->idle_san,
                       msg->kind == SwitchMsg::kRecycle);
     auto *in = static_cast<SwitchMsg *>(kio_ctx_switch(save, load, msg));
@@ -529,7 +541,12 @@ void park_current(Waiter *wt, PublishFn publish, void *arg, uint64_t deadline, b
 int yield_current() {
     Worker *w = current_worker();
     Task *next = find_work(w);
-    if (!next) return 0;  // nothing else is runnable here
+    if (!next) {  // nothing else is runnable here
+        if (KIO_UNLIKELY(w->rt->stall_ns)) stall_episode_ends(w);
+        // KIO_DEBUG_MIGRATE: leave through the idle context all the same,
+        // which sends the fiber to another worker.
+        if (!KIO_UNLIKELY(w->rt->debug_migrate)) return 0;
+    }
     w->msg.kind = SwitchMsg::kReschedule;
     switch_to(w, next);
     return 0;

@@ -52,6 +52,7 @@ struct alignas(64) Task {
     Stack stack;
     size_t stack_size = 0;
     Worker *home = nullptr;  // pinned tasks: the only worker that may run it
+    Worker *ran_on = nullptr;  // KIO_DEBUG_MIGRATE: the worker it last ran on
     bool pinned = false;
     Task *qnext = nullptr;   // link in injection / inbox lists
 

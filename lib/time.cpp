@@ -28,6 +28,8 @@ KIO_EXPORT uint64_t kio_now(void) noexcept { return now_ns(); }
 KIO_EXPORT int kio_sleep_until(uint64_t deadline) noexcept {
     Task *self = current_task();
     if (!self) {
+        // The same outcomes as on a fiber: an elapsed sleep is 0 first.
+        if (deadline <= now_ns()) return 0;
         uint64_t scope = scope_deadline();
         uint64_t until = earliest(deadline, scope);
         if (until > now_ns()) thread_sleep_until(until);

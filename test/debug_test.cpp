@@ -987,6 +987,38 @@ TEST(DebugDump, DumpSignalValidation) {
     }
 }
 
+// The program's own disposition of the dump signal comes back when the last
+// runtime using it is destroyed.
+namespace {
+void kt_user_handler(int) {}
+}  // namespace
+
+TEST(DebugDump, DumpSignalDispositionRestoredAfterDestroy) {
+    struct sigaction mine, old, now;
+    memset(&mine, 0, sizeof mine);
+    mine.sa_handler = kt_user_handler;
+    sigemptyset(&mine.sa_mask);
+    ASSERT_EQ(sigaction(SIGUSR2, &mine, &old), 0);
+    kio_options o;
+    kio_options_init(&o);
+    o.threads = 1;
+    o.dump_signal = SIGUSR2;
+    kio_runtime *a = nullptr, *b = nullptr;
+    ASSERT_EQ(kio_runtime_create(&o, &a), 0);
+    ASSERT_EQ(sigaction(SIGUSR2, nullptr, &now), 0);
+    EXPECT_NE(now.sa_handler, kt_user_handler);  // kio's while a runtime uses it
+    std::thread([&] {
+        EXPECT_EQ(kio_runtime_create(&o, &b), 0);
+        EXPECT_EQ(kio_runtime_destroy(b), 0);
+    }).join();
+    ASSERT_EQ(sigaction(SIGUSR2, nullptr, &now), 0);
+    EXPECT_NE(now.sa_handler, kt_user_handler);  // a still uses it
+    EXPECT_EQ(kio_runtime_destroy(a), 0);
+    ASSERT_EQ(sigaction(SIGUSR2, nullptr, &now), 0);
+    EXPECT_EQ(now.sa_handler, kt_user_handler);
+    sigaction(SIGUSR2, &old, nullptr);
+}
+
 // ---------------------------------------------------------------------------
 // kio_backtrace
 
@@ -1076,9 +1108,7 @@ TEST(DebugBacktrace, Errors) {
 
 // The header: "The task must be suspended (parked or queued): -EBUSY while it
 // runs on a worker." A queued task that has not started yet has no frames.
-// DISABLED: the library returns -EBUSY for it (debug.cpp running() treats
-// sp == nullptr as running). Reported; enable once fixed.
-TEST(DebugBacktrace, DISABLED_QueuedTaskThatHasNotStartedHasNoFrames) {
+TEST(DebugBacktrace, QueuedTaskThatHasNotStartedHasNoFrames) {
     kt::Rt rt(1);
     ASSERT_EQ(rt.rc(), 0);
     kio_task *t = kt::spawn([] { return intptr_t(5); });
@@ -1151,10 +1181,7 @@ TEST(DebugStall, KT_TSAN_BLOCKED(ReportedOncePerEpisodeWithBacktrace)) {
 
 // kio_yield is a kio call: it ends an episode even when nothing else is
 // ready (and the fiber just continues).
-// DISABLED: the library counts episodes by context switches, and a yield
-// with nothing else to run does not switch (yield_current returns early), so
-// the second busy period is not reported. Reported; enable once fixed.
-TEST(DebugStall, DISABLED_YieldWithNothingElseReadyEndsTheEpisode) {
+TEST(DebugStall, YieldWithNothingElseReadyEndsTheEpisode) {
     kio_runtime *rt = stall_runtime(1, kStall);
     ASSERT_NE(rt, nullptr);
     std::atomic<uint64_t> hog_id{0};
@@ -1177,10 +1204,7 @@ TEST(DebugStall, DISABLED_YieldWithNothingElseReadyEndsTheEpisode) {
     EXPECT_EQ(kio_runtime_destroy(rt), 0);
 }
 
-// DISABLED: the watchdog skips a worker whose switch count equals the last
-// reported one, and both start at 0, so a fiber that stalls before its
-// worker's first switch is never reported. Reported; enable once fixed.
-TEST(DebugStall, DISABLED_MainFiberStallingRightAfterCreateIsReported) {
+TEST(DebugStall, MainFiberStallingRightAfterCreateIsReported) {
     kio_runtime *rt = stall_runtime(1, kStall);
     ASSERT_NE(rt, nullptr);
     std::string text;
@@ -1220,10 +1244,7 @@ TEST(DebugStall, KT_TSAN_BLOCKED(NoReportForFibersThatPark)) {
 
 // A CPU-bound loop that calls kio_yield (as the header recommends) is not
 // stalled, even when nothing else is ready to run.
-// DISABLED: reported as "has run for 400 ms without yielding": a yield that
-// finds nothing else to run does not switch, and the watchdog only notices
-// switches. Reported; enable once fixed.
-TEST(DebugStall, DISABLED_NoReportForALoneFiberThatYields) {
+TEST(DebugStall, NoReportForALoneFiberThatYields) {
     kio_runtime *rt = stall_runtime(1, kStall);
     ASSERT_NE(rt, nullptr);
     std::string text;
@@ -1479,9 +1500,7 @@ kio_runtime *migrate_runtime(unsigned threads) {
 // A lone task's kio_yield (nothing else ready on its worker) must move it too:
 // the mode exists to flush out code that caches thread state across a call
 // that can switch.
-// DISABLED: yield_current returns before any switch when find_work finds
-// nothing, so the task never moves. Reported; enable once fixed.
-TEST(DebugMigrate, DISABLED_EveryYieldResumesOnAnotherThread) {
+TEST(DebugMigrate, EveryYieldResumesOnAnotherThread) {
     kio_runtime *rt = migrate_runtime(2);
     ASSERT_NE(rt, nullptr);
     EXPECT_EQ(stats_of(rt).workers, 2u);  // all workers start at once
@@ -1498,11 +1517,7 @@ TEST(DebugMigrate, DISABLED_EveryYieldResumesOnAnotherThread) {
     EXPECT_EQ(kio_runtime_destroy(rt), 0);
 }
 
-// DISABLED: migrate_elsewhere picks a worker other than the *waker's*, not
-// other than the one the fiber parked on; a fiber woken from another worker
-// goes back where it parked (38 of 39 wakeups here). Reported; enable once
-// fixed.
-TEST(DebugMigrate, DISABLED_EveryWakeupResumesOnAnotherThread) {
+TEST(DebugMigrate, EveryWakeupResumesOnAnotherThread) {
     // A ping-pong on a condition: each waiter is woken by the other task.
     kio_runtime *rt = migrate_runtime(2);
     ASSERT_NE(rt, nullptr);
@@ -1539,11 +1554,7 @@ TEST(DebugMigrate, DISABLED_EveryWakeupResumesOnAnotherThread) {
     EXPECT_EQ(kio_runtime_destroy(rt), 0);
 }
 
-// DISABLED: flaky (about 1 run in 30) for the same reason as the test above:
-// when another worker fires the sleeper's timer (steal() fires due timers of
-// other workers), the sleeper may be sent back to the worker it parked on.
-// Reported; enable once fixed.
-TEST(DebugMigrate, DISABLED_SleepersResumeOnAnotherThread) {
+TEST(DebugMigrate, SleepersResumeOnAnotherThread) {
     kio_runtime *rt = migrate_runtime(3);
     ASSERT_NE(rt, nullptr);
     kio_task *t = kt::spawn([] {

@@ -1387,6 +1387,31 @@ TEST(SocketPlainThread, DeadlineScopeOnPlainThreadWithBlockingDescriptor) {
     kio_close(sv[1]);
 }
 
+// Urgent (out-of-band) TCP data is a read-direction event: a fiber waiting
+// in kio_poll for POLLPRI is woken by it.
+TEST(SocketPoll, UrgentDataWakesAFiberWaitingForPollpri) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    int c, s;
+    ASSERT_TRUE(tcp_pair(&c, &s));
+    std::atomic<int> started{0};
+    kio_task *t = kt::spawn([&] {
+        started = 1;
+        return intptr_t(kio_poll(s, POLLPRI, kio_now() + 2 * kSec));
+    });
+    ASSERT_TRUE(kt::wait_flag(started, 1));
+    kio_sleep(30 * kMs);  // parked now
+    uint64_t t0 = kio_now();
+    ASSERT_EQ(send(c, "!", 1, MSG_OOB), 1);
+    intptr_t r = kt::await_ok(t);
+    EXPECT_GT(r, 0);
+    EXPECT_TRUE(r & POLLPRI) << r;
+    EXPECT_LT(kt::since(t0), kt::prompt(1 * kSec));
+    kio_close(c);
+    kio_close(s);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 // ===========================================================================
 // TCP helpers
 
@@ -1541,6 +1566,41 @@ TEST(Tcp, DialSucceedsIsRefusedAndRejectsBadArguments) {
     EXPECT_EQ(kio_dial_tcp("127.0.0.1", -5, 0), -EINVAL);
     EXPECT_EQ(kio_dial_tcp("127.0.0.1", 65536, 0), -EINVAL);
     EXPECT_LT(kio_dial_tcp("no-such-host.invalid", 80, kio_now() + 5 * kSec), 0);
+    kio_close(l);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+// A host name is looked up on the blocking pool: that wait is a
+// cancellation point and honours the deadline like every other.
+TEST(Tcp, NameLookupIsACancellationPointAndHonoursTheDeadline) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    int l = kio_listen_tcp("127.0.0.1", 0, 8);
+    ASSERT_GE(l, 0);
+    int port = local_port(l);
+    kio_task *t = kt::spawn([port] {
+        // Works by name.
+        int fd = kio_dial_tcp("localhost", port, kio_now() + 5 * kSec);
+        if (fd < 0) return intptr_t(1000 + fd);
+        kio_close(fd);
+        uint64_t saved = kio_deadline_set(kio_now() - 1);  // already expired
+        int a = kio_dial_tcp("localhost", port, 0);
+        int b = kio_listen_tcp("localhost", 0, 8);
+        kio_deadline_set(saved);
+        if (a >= 0) kio_close(a);
+        if (b >= 0) kio_close(b);
+        if (a != -ETIMEDOUT) return intptr_t(2000 + a);
+        if (b != -ETIMEDOUT) return intptr_t(3000 + b);
+        kio_cancel_self();
+        a = kio_dial_tcp("localhost", port, 0);
+        b = kio_listen_tcp("localhost", 0, 8);
+        if (a >= 0) kio_close(a);
+        if (b >= 0) kio_close(b);
+        if (a != -ECANCELED) return intptr_t(4000 + a);
+        if (b != -ECANCELED) return intptr_t(5000 + b);
+        return intptr_t(0);
+    });
+    EXPECT_EQ(kt::await_ok(t), 0);
     kio_close(l);
     EXPECT_EQ(rt.destroy(), 0);
 }

@@ -730,3 +730,83 @@ TEST(Strerror, UnknownCodesGiveUnknownError) {
         EXPECT_STREQ(s, "Unknown error");
     }
 }
+
+// ---------------------------------------------------------------------------
+// kio_runtime_start / kio_runtime_stop: a runtime on a thread of its own.
+
+TEST(RuntimeStart, PlainThreadsSpawnAndAwaitThenStop) {
+    kio_runtime *rt = nullptr;
+    ASSERT_EQ(kio_runtime_start(nullptr, &rt), 0);
+    ASSERT_NE(rt, nullptr);
+    EXPECT_EQ(kio_current(), nullptr);  // the caller stays a plain thread
+    std::vector<std::thread> threads;
+    std::atomic<int> ok{0};
+    for (int i = 0; i < 4; i++)
+        threads.emplace_back([&, i] {
+            for (int k = 0; k < 100; k++) {
+                kio_task *t = nullptr;
+                if (kio_spawn(rt, [](void *a) -> void * { return iv(vi(a) + 1); }, iv(i * 1000 + k), &t) != 0)
+                    return;
+                void *r = nullptr;
+                if (kio_await(t, &r) != 0 || vi(r) != i * 1000 + k + 1) return;
+            }
+            ok++;
+        });
+    for (auto &th : threads) th.join();
+    EXPECT_EQ(ok.load(), 4);
+    EXPECT_EQ(kio_runtime_stop(rt), 0);
+}
+
+TEST(RuntimeStart, StopCancelsRunningTasks) {
+    kio_runtime *rt = nullptr;
+    ASSERT_EQ(kio_runtime_start(nullptr, &rt), 0);
+    kio_task *t = nullptr;
+    ASSERT_EQ(kio_spawn(rt, [](void *) -> void * { return iv(kio_sleep(kHour)); }, nullptr, &t), 0);
+    ASSERT_EQ(kio_detach(t), 0);
+    uint64_t t0 = kio_now();
+    EXPECT_EQ(kio_runtime_stop(rt), 0);
+    EXPECT_LT(kio_now() - t0, kt::prompt(kSec));
+}
+
+// kio_runtime_stop from a task of another runtime that is canceled, with an
+// expired deadline scope: the stop request still gets through.
+TEST(RuntimeStart, StopFromACanceledTaskWithAnExpiredDeadline) {
+    for (int round = 0; round < 20 && !HasFailure(); round++) {
+        kio_runtime *bg = nullptr;
+        ASSERT_EQ(kio_runtime_start(nullptr, &bg), 0);
+        kt::Rt rt(2);
+        ASSERT_EQ(rt.rc(), 0);
+        kio_task *t = kt::spawn([bg] {
+            kio_cancel_self();
+            kio_deadline_set(kio_now() - 1);
+            return intptr_t(kio_runtime_stop(bg));
+        });
+        EXPECT_EQ(kt::await_ok(t), 0) << "round " << round;
+        EXPECT_EQ(rt.destroy(), 0);
+    }
+}
+
+TEST(RuntimeStart, Errors) {
+    kio_options o;
+    kio_options_init(&o);
+    EXPECT_EQ(kio_runtime_start(&o, nullptr), -EINVAL);
+    o.size = 8;
+    kio_runtime *rt = nullptr;
+    EXPECT_EQ(kio_runtime_start(&o, &rt), -EINVAL);
+    EXPECT_EQ(kio_runtime_stop(nullptr), -EINVAL);
+    {
+        kt::Rt own(1);  // created with kio_runtime_create: not stoppable
+        ASSERT_EQ(own.rc(), 0);
+        EXPECT_EQ(kio_runtime_stop(own.get()), -EINVAL);
+        EXPECT_EQ(own.destroy(), 0);
+    }
+    ASSERT_EQ(kio_runtime_start(nullptr, &rt), 0);
+    kio_task *t = nullptr;
+    ASSERT_EQ(kio_spawn(rt, [](void *a) -> void * { return iv(kio_runtime_stop(static_cast<kio_runtime *>(a))); },
+                        rt, &t),
+              0);
+    void *r = nullptr;
+    ASSERT_EQ(kio_await(t, &r), 0);
+    EXPECT_EQ(vi(r), -EPERM);  // a fiber of rt would wait for itself
+    EXPECT_EQ(kio_runtime_stop(rt), 0);
+}

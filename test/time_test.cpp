@@ -7,6 +7,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "kio_test_util.h"
@@ -330,5 +331,28 @@ TEST(Sleep, TaskThatNeverYieldsDoesNotStopOtherWorkers) {
     EXPECT_LT(kt::since(t0), kt::prompt(10 * kSec));
     flag.store(1, std::memory_order_release);
     EXPECT_EQ(kt::await_ok(spinner), 1);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+// Fibers and plain threads agree: a sleep whose end has passed returns 0,
+// even when the thread's deadline passed too.
+TEST(Sleep, PastSleepUnderAPastDeadlineIsZeroEverywhere) {
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    auto probe = [] {
+        uint64_t now = kio_now();
+        uint64_t saved = kio_deadline_set(now - 2);
+        int r = kio_sleep_until(now - 1);
+        int r2 = kio_sleep_until(now + 1000 * kt::kMs);  // deadline first
+        kio_deadline_set(saved);
+        return std::make_pair(r, r2);
+    };
+    auto fiber = probe();
+    std::pair<int, int> plain;
+    std::thread([&] { plain = probe(); }).join();
+    EXPECT_EQ(fiber.first, 0);
+    EXPECT_EQ(plain.first, 0);
+    EXPECT_EQ(fiber.second, -ETIMEDOUT);
+    EXPECT_EQ(plain.second, -ETIMEDOUT);
     EXPECT_EQ(rt.destroy(), 0);
 }

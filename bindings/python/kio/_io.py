@@ -140,8 +140,9 @@ def poll(fd: int, events: int, timeout: Optional[float] = None) -> int:
 def close(fd: int) -> None:
     """Closes ``fd`` after waking every kio fiber parked on it (kio_close).
 
-    A *Python thread* blocked in :func:`read` or :func:`accept` on ``fd`` is
-    not woken by this (it waits in poll(2)); call :func:`shutdown` first."""
+    A *Python thread* blocked in :func:`read` or :func:`accept` on a socket
+    ``fd`` is woken too (kio shuts the socket down first): it raises
+    :class:`KioError` with ``EBADF`` or sees end of file."""
     check(lib.kio_close(int(fd)), "kio_close")
 
 
