@@ -93,8 +93,9 @@ struct Out {
 #if KIO_HAVE_UNWIND
 // A ucontext holding the registers of a fiber suspended in kio_ctx_switch.
 void context_of_suspended(const Task *t, unw_context_t *uc) {
+    [[maybe_unused]] SanIgnoreReads racy;  // t may resume meanwhile
     memset(uc, 0, sizeof *uc);
-    auto *sp = static_cast<const uint64_t *>(t->sp);
+    auto *sp = static_cast<const uint64_t *>(static_cast<void *>(t->sp));
 #if defined(__x86_64__)
     // [sp] fpu, r15, r14, r13, r12, rbx, rbp, return address
     greg_t *g = uc->uc_mcontext.gregs;
@@ -134,7 +135,8 @@ class FramePrinter {
   public:
     FramePrinter(Out &o, bool demangle) : o_(o), demangle_(demangle) {}
     ~FramePrinter() { flush_repeats(); }
-    void frame(unw_word_t ip, unw_cursor_t *c, size_t i) {
+    // adjust: added to the offset (when c looked up another address than ip)
+    void frame(unw_word_t ip, unw_cursor_t *c, size_t i, unw_word_t adjust = 0) {
         if (ip == last_ && i > 0) {
             repeats_++;
             return;
@@ -144,6 +146,7 @@ class FramePrinter {
         char name[256];
         unw_word_t off = 0;
         if (unw_get_proc_name(c, name, sizeof name, &off) != 0) {
+            off = 0;
             o_.f("    #%zu 0x%016" PRIxPTR " ??\n", i, uintptr_t(ip));
             return;
         }
@@ -154,7 +157,7 @@ class FramePrinter {
             dm = abi::__cxa_demangle(name, nullptr, nullptr, &st);
             if (st == 0 && dm) shown = dm;
         }
-        o_.f("    #%zu 0x%016" PRIxPTR " %s+0x%" PRIxPTR "\n", i, uintptr_t(ip), shown, uintptr_t(off));
+        o_.f("    #%zu 0x%016" PRIxPTR " %s+0x%" PRIxPTR "\n", i, uintptr_t(ip), shown, uintptr_t(off + adjust));
         std::free(dm);
     }
 
@@ -180,6 +183,32 @@ void print_signal_backtrace(Out &o, void *ucontext) {
     walk(&c, 100000, [&](unw_word_t ip, unw_cursor_t *cur, size_t i) { p.frame(ip, cur, i); });
 }
 #endif
+
+// Prints return addresses captured earlier (by a signal handler), looking
+// each one up from a context that holds just that address. A return address
+// is looked up one byte back, inside the call that pushed it.
+void print_frames(Out &o, void *const *frames, size_t n) {
+#if KIO_HAVE_UNWIND
+    FramePrinter p(o, true);
+    for (size_t i = 0; i < n; i++) {
+        unw_word_t ip = reinterpret_cast<unw_word_t>(frames[i]);
+        unw_context_t uc;
+        unw_getcontext(&uc);
+#if defined(__x86_64__)
+        uc.uc_mcontext.gregs[REG_RIP] = greg_t(i ? ip - 1 : ip);
+#elif defined(__aarch64__)
+        uc.uc_mcontext.pc = i ? ip - 1 : ip;
+#endif
+        unw_cursor_t c;
+        if (unw_init_local(&c, &uc) < 0) break;
+        p.frame(ip, &c, i, i ? 1 : 0);
+    }
+#else
+    (void)o;
+    (void)frames;
+    (void)n;
+#endif
+}
 
 // Is t running on a worker right now? (Then its stack cannot be walked.)
 bool running(const Task *t) { return t->on_cpu.load(std::memory_order_acquire) || !t->sp; }
@@ -211,7 +240,7 @@ void print_wait(Out &o, const Task *t, int kind) {
     }
     case KIO_PARK_COND: o.f(" %p", obj); break;
     case KIO_PARK_AWAIT: o.f(" of task %" PRIu64, static_cast<const Task *>(obj)->id); break;
-    case KIO_PARK_SELECT: o.f(" among %d tasks", t->wait_aux); break;
+    case KIO_PARK_SELECT: o.f(" among %d tasks", int(t->wait_aux)); break;
     case KIO_PARK_IO:
         o.f(" fd %d %s", static_cast<const FdState *>(obj)->fd,
             t->wait_aux == 2 ? "read/write" : t->wait_aux == kOut ? "write" : "read");
@@ -292,7 +321,7 @@ void chain(const struct sigaction &prev, int sig, siginfo_t *info, void *uc) {
 
 void on_fault(int sig, siginfo_t *info, void *uc) {
     Worker *w = tls_worker;
-    Task *t = w ? w->current : nullptr;
+    Task *t = w ? static_cast<Task *>(w->current) : nullptr;
     if (t && t->stack.base) {
         auto *addr = static_cast<char *>(info->si_addr);
         auto *base = static_cast<char *>(t->stack.base);
@@ -344,6 +373,29 @@ class Monitor {
         if (pipe_[1] >= 0) (void)!write(pipe_[1], &c, 1);
     }
 
+    // Called by a stalled worker's thread in the stall signal's handler:
+    // records who stalled and the raw return addresses (async-signal-safe:
+    // no allocation, no symbol lookup), for the monitor to print.
+    void capture(Worker *w, Task *t, void *uc) {
+        StallCapture &c = caps_[w->index % 64];
+        if (c.full.load(std::memory_order_acquire)) return;  // the last one is not printed yet
+        c.id = t->id;
+        memcpy(c.name, t->name, sizeof c.name);
+        c.ran_ns = now_ns() - w->switched_at.load(std::memory_order_relaxed);
+        c.worker = w->index;
+        c.n = 0;
+#if KIO_HAVE_UNWIND
+        unw_cursor_t cur;
+        if (unw_init_local2(&cur, static_cast<unw_context_t *>(uc), UNW_INIT_SIGNAL_FRAME) == 0)
+            c.n = walk(&cur, sizeof c.frames / sizeof c.frames[0],
+                       [&](unw_word_t ip, unw_cursor_t *, size_t i) { c.frames[i] = reinterpret_cast<void *>(ip); });
+#else
+        (void)uc;
+#endif
+        c.full.store(true, std::memory_order_release);
+        poke('s');
+    }
+
   private:
     static void *main(void *arg) {
         static_cast<Monitor *>(arg)->loop();
@@ -363,8 +415,10 @@ class Monitor {
             if (r > 0) {
                 char buf[32];
                 ssize_t n = read(pipe_[0], buf, sizeof buf);
-                for (ssize_t i = 0; i < n; i++)
+                for (ssize_t i = 0; i < n; i++) {
                     if (buf[i] == 'd') kio_dump(rt_, 2);
+                    if (buf[i] == 's') print_stalls();
+                }
             }
             if (rt_->stall_ns) check_stalls();
         }
@@ -389,7 +443,30 @@ class Monitor {
         }
     }
 
+    void print_stalls() {
+        for (StallCapture &c : caps_) {
+            if (!c.full.load(std::memory_order_acquire)) continue;
+            Out o(2);
+            o.f("kio: stall: task %" PRIu64 " '%s' has run for %.1f ms on worker %u without yielding\n", c.id,
+                c.name, double(c.ran_ns) / 1e6, c.worker);
+            print_frames(o, c.frames, c.n);
+            o.flush();
+            c.full.store(false, std::memory_order_release);
+        }
+    }
+
+    struct StallCapture {
+        std::atomic<bool> full{false};
+        uint64_t id = 0;
+        char name[sizeof(Task::name)] = {0};
+        uint64_t ran_ns = 0;
+        unsigned worker = 0;
+        size_t n = 0;
+        void *frames[128];
+    };
+
     Runtime *rt_;
+    StallCapture caps_[64];
     int pipe_[2] = {-1, -1};
     pthread_t thread_{};
     bool started_ = false;
@@ -411,18 +488,8 @@ void on_dump_signal(int sig) {
 void on_stall_signal(int, siginfo_t *, void *uc) {
     int saved = errno;
     Worker *w = tls_worker;
-    Task *t = w ? w->current : nullptr;
-    if (t) {
-        Out o(2);
-        uint64_t since = w->switched_at.load(std::memory_order_relaxed);
-        o.f("kio: stall: task %" PRIu64 " '%s' has run for %.1f ms on worker %u without yielding\n",
-            t->id, t->name, double(now_ns() - since) / 1e6, w->index);
-#if KIO_HAVE_UNWIND
-        print_signal_backtrace(o, uc);
-#else
-        (void)uc;
-#endif
-    }
+    Task *t = w ? static_cast<Task *>(w->current) : nullptr;
+    if (t && w->rt->monitor) w->rt->monitor->capture(w, t, uc);
     errno = saved;
 }
 

@@ -234,7 +234,7 @@ void drop_woken(M *m) {
 
 int mutex_lock(M *m, bool cancelable) {
     Worker *w = current_worker_at_entry();
-    Task *self = w ? w->current : nullptr;
+    Task *self = w ? static_cast<Task *>(w->current) : nullptr;
     uintptr_t me = owner_id_of(self);
     if (cancelable && self && self->cancel_pending()) return -ECANCELED;
     uintptr_t s = 0;
@@ -299,7 +299,7 @@ void mutex_unlock_as(M *m, uintptr_t id) {
 
 uintptr_t caller_owner_id() {
     Worker *w = current_worker_at_entry();
-    return owner_id_of(w ? w->current : nullptr);
+    return owner_id_of(w ? static_cast<Task *>(w->current) : nullptr);
 }
 
 }  // namespace kio

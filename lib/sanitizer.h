@@ -42,6 +42,8 @@ void *__tsan_get_current_fiber(void);
 void *__tsan_create_fiber(unsigned flags);
 void __tsan_destroy_fiber(void *fiber);
 void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+void AnnotateIgnoreReadsBegin(const char *file, int line);
+void AnnotateIgnoreReadsEnd(const char *file, int line);
 }
 #endif
 #if KIO_VALGRIND
@@ -53,6 +55,21 @@ void __tsan_switch_to_fiber(void *fiber, unsigned flags);
 #endif
 
 namespace kio {
+
+// While alive, ThreadSanitizer ignores the reads of this thread. For reading
+// the saved registers and stack of a suspended fiber (kio_dump,
+// kio_backtrace), which races by design with that fiber resuming on another
+// worker: the walk is documented as best effort.
+struct SanIgnoreReads {
+#if KIO_TSAN
+    SanIgnoreReads() { AnnotateIgnoreReadsBegin(__FILE__, __LINE__); }
+    ~SanIgnoreReads() { AnnotateIgnoreReadsEnd(__FILE__, __LINE__); }
+#else
+    SanIgnoreReads() = default;
+#endif
+    SanIgnoreReads(const SanIgnoreReads &) = delete;
+    SanIgnoreReads &operator=(const SanIgnoreReads &) = delete;
+};
 
 // Per-context sanitizer state: one in every task and one per worker's idle
 // context. Empty in ordinary builds.

@@ -382,7 +382,8 @@ namespace {
 
 void after_switch(SwitchMsg *in) {
     Worker *w = in->worker;
-    FiberSan *self = w->current ? &w->current->san : &w->idle_san;
+    Task *cur = w->current;
+    FiberSan *self = cur ? &cur->san : &w->idle_san;
     FiberSan *prev = in->prev ? &in->prev->san : &w->idle_san;
     san_after_switch(self, prev);
     // The fiber that left counts as running until its switch message is
@@ -414,8 +415,8 @@ void switch_to(Worker *w, Task *next) {
     Task *prev = w->current;
     msg->prev = prev;
     msg->worker = w;
-    void **save = prev ? &prev->sp : &w->idle_sp;
-    void *load = next ? next->sp : w->idle_sp;
+    void **save = prev ? prev->sp.raw() : &w->idle_sp;
+    void *load = next ? static_cast<void *>(next->sp) : w->idle_sp;
     w->current = next;
     Worker::bump(w->n_switches);
     if (KIO_UNLIKELY(w->rt->stall_ns)) stall_episode_ends(w);

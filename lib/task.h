@@ -48,7 +48,7 @@ struct alignas(64) Task {
 
     // Execution. sp is the saved context while suspended (nullptr before the
     // first run); stack is empty for the main fiber (it runs on its thread's).
-    void *sp = nullptr;
+    Racy<void *> sp;
     Stack stack;
     size_t stack_size = 0;
     Worker *home = nullptr;  // pinned tasks: the only worker that may run it
@@ -71,9 +71,9 @@ struct alignas(64) Task {
     // What the task is parked on, for kio_dump (written by the task itself
     // before it parks; read racily by the dump).
     std::atomic<int> wait_kind{-1};  // KIO_PARK_*, -1 when not parked
-    const void *wait_obj = nullptr;
-    int wait_aux = 0;
-    uint64_t wait_until = 0;
+    Racy<const void *> wait_obj;
+    Racy<int> wait_aux;
+    Racy<uint64_t> wait_until;
     SpinLock lock;
     WaitList waiters;
     Waiter *cur_wait = nullptr;

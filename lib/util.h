@@ -31,6 +31,28 @@ inline uint64_t now_ns() {
     return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
 }
 
+// A field its owner writes and other threads read only for diagnostics
+// (kio_dump, the stall watchdog): relaxed atomic accesses, which cost what
+// plain ones do, so that such reads are not data races. `raw()` is for the
+// context switch, which saves the stack pointer through a plain pointer.
+template <class T>
+class Racy {
+  public:
+    Racy() = default;
+    Racy(T v) : v_(v) {}
+    operator T() const { return v_.load(std::memory_order_relaxed); }
+    Racy &operator=(T v) {
+        v_.store(v, std::memory_order_relaxed);
+        return *this;
+    }
+    T operator->() const { return v_.load(std::memory_order_relaxed); }
+    T *raw() { return reinterpret_cast<T *>(&v_); }
+
+  private:
+    static_assert(sizeof(std::atomic<T>) == sizeof(T), "Racy<T> must be layout-compatible with T");
+    std::atomic<T> v_{};
+};
+
 // A spinlock for short critical sections that never park (queue links, heap
 // edits). Test-and-test-and-set keeps waiters off the line while it is held.
 class SpinLock {

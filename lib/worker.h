@@ -57,7 +57,7 @@ struct alignas(kCacheLine) Worker {
     unsigned index = 0;
 
     // Owner thread only.
-    Task *current = nullptr;  // running fiber; nullptr while the idle context runs
+    Racy<Task *> current;     // running fiber; nullptr while the idle context runs
     SwitchMsg msg;            // the message of the switch in progress
     void *idle_sp = nullptr;  // saved idle context
     FiberSan idle_san;
@@ -132,7 +132,7 @@ void set_current_worker(Worker *w);
 // The calling fiber's task (nullptr on plain threads and idle contexts).
 inline Task *current_task() {
     Worker *w = current_worker_fast();
-    return w ? w->current : nullptr;
+    return w ? static_cast<Task *>(w->current) : nullptr;
 }
 
 }  // namespace kio

@@ -66,7 +66,7 @@ def _u(value):
 
 
 def atomic(value):
-    """The value held by a std::atomic<T> (libstdc++ or libc++)."""
+    """The value held by a std::atomic<T> (libstdc++ or libc++) or a kio::Racy<T>."""
     t = value.type.strip_typedefs()
     try:
         inner = t.template_argument(0)
@@ -140,7 +140,7 @@ class Runtime:
 
     def worker_of_current(self, task_ptr):
         for i in range(self.nstarted()):
-            if _u(self.worker(i)["current"]) == _u(task_ptr):
+            if _u(atomic(self.worker(i)["current"])) == _u(task_ptr):
                 return i
         return None
 
@@ -201,7 +201,7 @@ def _is_live_process():
 
 
 def _timing(t, kind):
-    until = int(t["wait_until"])
+    until = int(atomic(t["wait_until"]))
     if not until:
         return ""
     if _is_live_process():
@@ -214,8 +214,8 @@ def _timing(t, kind):
 def describe_wait(t, kind):
     name = PARK_NAMES[kind] if 0 <= kind < len(PARK_NAMES) else "runtime"
     text = "parked: " + name
-    obj = t["wait_obj"]
-    aux = int(t["wait_aux"])
+    obj = atomic(t["wait_obj"])
+    aux = int(atomic(t["wait_aux"]))
     try:
         if kind == PARK_MUTEX:
             m = obj.cast(_type("kio::MutexImpl").pointer()).dereference()
@@ -462,7 +462,7 @@ class KioTasks(gdb.Command):
             print("runtime 0x%x: %d of %d workers started" % (rt.addr, rt.nstarted(), rt.nthreads()))
             for i in range(rt.nstarted()):
                 w = rt.worker(i)
-                cur = w["current"]
+                cur = atomic(w["current"])
                 th = rt.threads.get(i)
                 where = " (gdb thread %d)" % th.num if th else ""
                 if _u(cur):
@@ -510,7 +510,7 @@ handle or a kio::Task *). BT-OPTIONS are passed to `backtrace` (full, a count...
         if state == STATE_NEW:
             print("  (not started: no stack yet)")
             return
-        if bool(atomic(t["on_cpu"])) or _u(t["sp"]) == 0:
+        if bool(atomic(t["on_cpu"])) or _u(atomic(t["sp"])) == 0:
             i = rt.worker_of_current(tptr)
             th = rt.threads.get(i) if i is not None else None
             if th is None:
@@ -520,7 +520,7 @@ handle or a kio::Task *). BT-OPTIONS are passed to `backtrace` (full, a count...
             print("  (running: the backtrace of gdb thread %d)" % th.num)
             print(gdb.execute(("backtrace " + bt_args).strip(), to_string=True).rstrip())
             return
-        print(fiber_backtrace(_u(t["sp"]), bt_args))
+        print(fiber_backtrace(_u(atomic(t["sp"])), bt_args))
 
 
 KioPrefix()
