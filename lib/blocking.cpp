@@ -182,6 +182,15 @@ void publish_blocking(Waiter *w, void *arg) {
 
 int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, bool cancelable,
                  void (*abandoned)(void *arg, void *result), bool *queued) {
+    if (cancelable) {
+        // A deadline already past: do not start work that would only be
+        // abandoned (and would win the race against the timer if quick).
+        Task *self = current_task();
+        if (self && self->deadline && self->deadline <= now_ns()) {
+            if (queued) *queued = false;
+            return -ETIMEDOUT;
+        }
+    }
     BlockingPool *pool = blocking_pool(rt);
     if (!pool) return -ENOMEM;
     Job *j = new (std::nothrow) Job;
