@@ -13,47 +13,39 @@
  * socket. Every call looks blocking, but parks only its fiber: the worker
  * threads run the other connections meanwhile.
  *
- * SIGINT/SIGTERM stop it cleanly: the signal handler writes a byte into a
- * self-pipe, a task reading that pipe wakes and kio_closes the listening
- * socket, which wakes the accept loop with -EBADF; kio_runtime_destroy then
- * cancels the connection tasks (their parked kio_read returns -ECANCELED) and
- * waits for them.
+ * SIGINT/SIGTERM stop it cleanly, with no signal handler: the signals are
+ * blocked in every thread, and a plain thread waits for them with sigwait,
+ * then kio_closes the listening socket (kio calls work from any thread), which
+ * wakes the accept loop with -EBADF; kio_runtime_destroy then cancels the
+ * connection tasks (their parked kio_read returns -ECANCELED) and waits.
  *
  * Build: meson setup build && ninja -C build (build/examples/echo_server), or
  * against an installed kio: cc echo_server.c $(pkg-config --cflags --libs kio)
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
 #include <kio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
-static int sig_pipe[2] = {-1, -1};
-static int stopping; /* set (atomically) before the listening socket is closed */
+static sigset_t stop_signals; /* SIGINT, SIGTERM: blocked in every thread */
+static int stopping;          /* set (atomically) by whoever closes the listener */
 
-static void on_signal(int sig) {
-    int saved = errno;
-    (void)sig;
-    if (write(sig_pipe[1], "x", 1) < 0) { /* pipe full: a stop is pending anyway */
+/* A plain thread: waits for a stop signal, then closes the listening socket
+ * (arg). Main wakes it with SIGTERM if it stops first. */
+static void *signal_thread(void *arg) {
+    int sig;
+    if (sigwait(&stop_signals, &sig) == 0 && !__atomic_exchange_n(&stopping, 1, __ATOMIC_SEQ_CST)) {
+        fprintf(stderr, "echo_server: stopping\n");
+        kio_close((int)(intptr_t)arg);
     }
-    errno = saved;
-}
-
-/* Waits for SIGINT/SIGTERM, then closes the listening socket (arg). */
-static void *signal_watcher(void *arg) {
-    char c;
-    if (kio_read(sig_pipe[0], &c, 1) != 1) return NULL; /* canceled: main stops */
-    fprintf(stderr, "echo_server: stopping\n");
-    __atomic_store_n(&stopping, 1, __ATOMIC_SEQ_CST);
-    kio_close((int)(intptr_t)arg);
-    return (void *)1;
+    return NULL;
 }
 
 /* One connection: echo until EOF, an error or cancellation. */
@@ -85,6 +77,11 @@ int main(int argc, char **argv) {
     }
     /* A peer that closes early must give kio_write -EPIPE, not kill us. */
     signal(SIGPIPE, SIG_IGN);
+    /* Before any thread starts, so that every thread inherits the mask. */
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
     kio_options opts;
     kio_options_init(&opts);
@@ -107,15 +104,8 @@ int main(int argc, char **argv) {
     port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                           : ((struct sockaddr_in *)&ss)->sin_port);
 
-    kio_task *watcher = NULL;
-    if (pipe(sig_pipe) == 0 && fcntl(sig_pipe[1], F_SETFL, O_NONBLOCK) == 0 &&
-        kio_spawn(NULL, signal_watcher, (void *)(intptr_t)lfd, &watcher) == 0) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_signal;
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
-    }
+    pthread_t sig_thread;
+    int have_sig_thread = pthread_create(&sig_thread, NULL, signal_thread, (void *)(intptr_t)lfd) == 0;
     printf("listening on %d\n", port);
     fflush(stdout);
 
@@ -138,8 +128,10 @@ int main(int argc, char **argv) {
         }
         kio_detach(t);
     }
-    void *closed = NULL;
-    if (watcher) kio_cancel(watcher, &closed); /* waits for it if it is closing lfd */
-    if (!closed) kio_close(lfd);
+    if (!__atomic_exchange_n(&stopping, 1, __ATOMIC_SEQ_CST)) {
+        kio_close(lfd);
+        if (have_sig_thread) pthread_kill(sig_thread, SIGTERM); /* ends its sigwait */
+    }
+    if (have_sig_thread) pthread_join(sig_thread, NULL);
     return kio_runtime_destroy(rt) == 0 ? 0 : 1;
 }

@@ -11,6 +11,7 @@
 #include <ctime>
 
 #include "poller.h"
+#include "sanitizer.h"
 #include "util.h"
 
 namespace kio {
@@ -71,7 +72,11 @@ int Poller::wait(PollEvent *out, int max, uint64_t deadline) {
         tsp = &ts;
     }
     // epoll_pwait2 takes nanoseconds (Linux 5.11); epoll_wait rounds to ms.
-    static std::atomic<bool> have_pwait2{true};
+    // ThreadSanitizer does not intercept epoll_pwait2: it would neither see
+    // the epoll_ctl -> wait ordering nor deliver a signal to a thread blocked
+    // in it (it defers signals to its interceptors), so TSan builds use
+    // epoll_wait.
+    static std::atomic<bool> have_pwait2{!KIO_TSAN};
     int n = -1;
     if (have_pwait2.load(std::memory_order_relaxed)) {
         n = epoll_pwait2(fd_, evs, max, tsp, nullptr);

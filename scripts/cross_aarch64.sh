@@ -64,16 +64,7 @@ JOBS=$(nproc)
 start=$(date +%s)
 step() { printf -- '-- %s (%ss)\n' "$*" $(( $(date +%s) - start )); }
 
-quiet() {  # runs a command with its output hidden, unless it fails
-    local log rc=0
-    log=$(mktemp)
-    "$@" >"$log" 2>&1 || rc=$?
-    if [ "$rc" -eq 0 ]; then rm -f "$log"; return 0; fi
-    echo "FAILED ($rc): $*" >&2
-    tail -n 80 "$log" >&2
-    rm -f "$log"
-    return "$rc"
-}
+. "$ROOT/scripts/lib.sh"  # quiet
 
 # --- 1. aarch64 libraries -------------------------------------------------------
 arm64_debs=(libunwind-dev libunwind8 liblzma-dev liblzma5)

@@ -28,17 +28,7 @@ for a in "$@"; do
     esac
 done
 
-# Runs a command with its output hidden, unless it fails.
-quiet() {
-    local log rc=0
-    log=$(mktemp)
-    "$@" >"$log" 2>&1 || rc=$?
-    if [ "$rc" -eq 0 ]; then rm -f "$log"; return 0; fi
-    echo "FAILED ($rc): $*" >&2
-    tail -n 60 "$log" >&2
-    rm -f "$log"
-    return "$rc"
-}
+. "$ROOT/scripts/lib.sh"  # quiet
 
 BUILD=${BUILD:-build-install}
 tmp=$(mktemp -d /tmp/kio-install.XXXXXX)
