@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 
 #include "fd.h"
 #include "runtime.h"
@@ -138,11 +139,19 @@ KIO_EXPORT ssize_t kio_write(int fd, const void *buf, size_t len) noexcept {
     });
 }
 
+// As readv(2)/writev(2): at most IOV_MAX entries. Checked here because
+// sockets use sendmsg, whose msg_iovlen is unsigned.
+static bool bad_iov(const struct iovec *iov, int iovcnt) {
+    return iovcnt < 0 || iovcnt > IOV_MAX || (!iov && iovcnt > 0);
+}
+
 KIO_EXPORT ssize_t kio_readv(int fd, const struct iovec *iov, int iovcnt) noexcept {
+    if (bad_iov(iov, iovcnt)) return -EINVAL;
     return io_loop(fd, kIn, [&] { return ::readv(fd, iov, iovcnt); });
 }
 
 KIO_EXPORT ssize_t kio_writev(int fd, const struct iovec *iov, int iovcnt) noexcept {
+    if (bad_iov(iov, iovcnt)) return -EINVAL;
     return io_loop(fd, kOut, [&]() -> long {
         if (!is_socket(fd)) return ::writev(fd, iov, iovcnt);
         msghdr m{};

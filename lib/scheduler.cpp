@@ -441,8 +441,9 @@ void arm_timer(Worker *w, Waiter *wt, uint64_t deadline) {
     // If this is the worker's earliest timer, make sure a sleeping worker will
     // wake up for it should this one get stuck in a fiber that never yields.
     Runtime *rt = w->rt;
-    if (w->timers.next_deadline() != deadline || rt->nsleeping.load(std::memory_order_acquire) == 0)
-        return;
+    if (w->timers.next_deadline() != deadline) return;
+    light_fence();  // the insert before reading nsleeping; pairs with sleep()
+    if (rt->nsleeping.load(std::memory_order_acquire) == 0) return;
     unsigned n = rt->nstarted.load(std::memory_order_acquire);
     for (unsigned i = 0; i < n; i++) {
         Worker *v = &rt->workers[i];

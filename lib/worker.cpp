@@ -87,6 +87,14 @@ void sleep(Worker *w) {
     w->sleep_state.store(Worker::kSleeping, std::memory_order_seq_cst);
     rt->nsleeping.fetch_add(1, std::memory_order_seq_cst);
     heavy_fence();  // see light_fence(): producers' queue pushes are visible now
+    // Again, now that we are announced: a timer armed on another worker
+    // before it could see us sleeping is visible now (arm_timer pairs with
+    // this), and we must wake up for it in case that worker gets stuck.
+    uint64_t again = sleep_deadline(w);
+    if (again < deadline) {
+        deadline = again;
+        w->sleep_until.store(deadline, std::memory_order_seq_cst);
+    }
     if (!work_visible(w) && !rt->exiting.load(std::memory_order_seq_cst)) poll_worker(w, deadline);
     rt->nsleeping.fetch_sub(1, std::memory_order_seq_cst);
     w->sleep_state.store(Worker::kAwake, std::memory_order_seq_cst);

@@ -1148,7 +1148,7 @@ TEST(SocketPlainThread, BlockingSocketpairWorksWithoutAndWithARuntime) {
         EXPECT_GE(took.load(), 40 * kMs) << what;  // it blocked until the write
         // Every other call from a plain thread.
         std::thread([&] {
-            char b[8];
+            char b[8] = "abc";
             iovec iov{b, 3};
             EXPECT_EQ(kio_writev(sv[0], &iov, 1), 3);
             EXPECT_EQ(kio_readv(sv[1], &iov, 1), 3);
@@ -1770,7 +1770,7 @@ TEST(File, ErrorsAreNegativeErrno) {
     int fd = kio_open(p.c_str(), O_CREAT | O_RDWR, 0600);
     ASSERT_GE(fd, 0);
     EXPECT_EQ(kio_open(p.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600), -EEXIST);
-    char buf[4];
+    char buf[4] = {0};
     EXPECT_EQ(kio_pread(-1, buf, 1, 0), -EBADF);
     EXPECT_EQ(kio_pwrite(-1, buf, 1, 0), -EBADF);
     EXPECT_EQ(kio_fsync(-1), -EBADF);
