@@ -127,6 +127,7 @@ class TaskPool {
         Slab *next;
         Task tasks[kSlabTasks];
     };
+    static Slab *new_slab();  // a spare one (see task_pool.cpp) or a new one
     std::mutex lock_;
     Slab *slabs_ = nullptr;
     Task *free_ = nullptr;

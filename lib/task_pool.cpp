@@ -4,21 +4,44 @@
 
 namespace kio {
 
+namespace {
+
+// Slabs of destroyed runtimes, kept for the next runtime instead of freed: a
+// fiber of another runtime spinning on a kio_mutex may still read the Task
+// that held it (owner_switched_out in mutex.cpp), so Task memory must stay
+// valid for the life of the process. Reachable from here, so not a leak.
+std::mutex g_spare_lock;
+void *g_spare = nullptr;  // a list of TaskPool::Slab through their `next`
+
+}  // namespace
+
 TaskPool::~TaskPool() {
-    for (Slab *s = slabs_; s;) {
-        Slab *next = s->next;
-        s->~Slab();
-        ::operator delete(s, std::align_val_t(alignof(Slab)));
-        s = next;
+    if (!slabs_) return;
+    Slab *last = slabs_;
+    while (last->next) last = last->next;
+    std::lock_guard<std::mutex> g(g_spare_lock);
+    last->next = static_cast<Slab *>(g_spare);
+    g_spare = slabs_;
+}
+
+TaskPool::Slab *TaskPool::new_slab() {
+    {
+        std::lock_guard<std::mutex> g(g_spare_lock);
+        if (g_spare) {
+            Slab *s = static_cast<Slab *>(g_spare);
+            g_spare = s->next;
+            return s;  // its tasks are all free: a runtime is destroyed only when they are
+        }
     }
+    void *mem = ::operator new(sizeof(Slab), std::align_val_t(alignof(Slab)), std::nothrow);
+    return mem ? new (mem) Slab : nullptr;
 }
 
 size_t TaskPool::take(Task **out, size_t n) {
     std::lock_guard<std::mutex> g(lock_);
     if (!free_) {
-        void *mem = ::operator new(sizeof(Slab), std::align_val_t(alignof(Slab)), std::nothrow);
-        if (!mem) return 0;
-        Slab *s = new (mem) Slab;
+        Slab *s = new_slab();
+        if (!s) return 0;
         s->next = slabs_;
         slabs_ = s;
         for (size_t i = kSlabTasks; i-- > 0;) {
