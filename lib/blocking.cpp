@@ -75,7 +75,9 @@ class BlockingPool {
     BlockingPool() {
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
+#if !defined(__APPLE__)  // macOS has no pthread_condattr_setclock: realtime there
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+#endif
         pthread_cond_init(&cv_, &ca);
         pthread_cond_init(&done_, nullptr);
         pthread_condattr_destroy(&ca);
@@ -97,7 +99,13 @@ class BlockingPool {
         for (;;) {
             while (!head_ && !stopping_) {
                 idle_++;
+#if defined(__APPLE__)
+                timespec now;  // the condition's clock: realtime (see the constructor)
+                clock_gettime(CLOCK_REALTIME, &now);
+                uint64_t until = uint64_t(now.tv_sec) * 1000000000u + uint64_t(now.tv_nsec) + kBlockingIdleExit;
+#else
                 uint64_t until = now_ns() + kBlockingIdleExit;
+#endif
                 timespec ts{time_t(until / 1000000000u), long(until % 1000000000u)};
                 int r = pthread_cond_timedwait(&cv_, &mu_, &ts);
                 idle_--;

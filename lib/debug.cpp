@@ -211,7 +211,7 @@ void print_frames(Out &o, void *const *frames, size_t n) {
 }
 
 // Is t running on a worker right now? (Then its stack cannot be walked.)
-bool running(const Task *t) { return t->on_cpu.load(std::memory_order_acquire) || !t->sp; }
+[[maybe_unused]] bool running(const Task *t) { return t->on_cpu.load(std::memory_order_acquire) || !t->sp; }
 
 const char *park_name(int kind) {
     switch (kind) {
@@ -550,7 +550,11 @@ int debug_runtime_start(Runtime *rt) {
         return e;
     }
     if (rt->stall_ns && !g_stall_signal) {
+#if defined(SIGRTMIN)
         g_stall_signal = SIGRTMIN + 3;
+#else
+        g_stall_signal = SIGURG;  // macOS has no real-time signals; ignored by default
+#endif
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_sigaction = on_stall_signal;

@@ -190,12 +190,37 @@ KIO_EXPORT ssize_t kio_sendmsg(int fd, const struct msghdr *msg, int flags) noex
     return io_loop(fd, kOut, [&] { return ::sendmsg(fd, msg, flags | MSG_NOSIGNAL); });
 }
 
+#if defined(SOCK_NONBLOCK)
 KIO_EXPORT int kio_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags) noexcept {
     if (flags & ~(SOCK_CLOEXEC | SOCK_NONBLOCK)) return -EINVAL;
     long r = io_loop(fd, kIn, [&] { return long(::accept4(fd, addr, addrlen, flags | SOCK_NONBLOCK)); });
     if (r >= 0) fd_fresh(int(r), true, 1);
     return int(r);
 }
+#else
+// macOS: no accept4 and no SOCK_* type flags. A new socket is made
+// non-blocking and close-on-exec here (flags must be 0).
+static int setup_socket(int fd) {
+    int one = 1;
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+        int e = -errno;
+        ::close(fd);
+        return e;
+    }
+#if defined(SO_NOSIGPIPE)
+    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+    (void)one;
+    fd_fresh(fd, true, 1);
+    return fd;
+}
+
+KIO_EXPORT int kio_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags) noexcept {
+    if (flags) return -EINVAL;
+    long r = io_loop(fd, kIn, [&] { return long(::accept(fd, addr, addrlen)); });
+    return r < 0 ? int(r) : setup_socket(int(r));
+}
+#endif
 
 KIO_EXPORT int kio_connect(int fd, const struct sockaddr *addr, socklen_t addrlen) noexcept {
     if (!addr) return -EINVAL;
@@ -260,10 +285,15 @@ KIO_EXPORT int kio_poll(int fd, short events, uint64_t deadline) noexcept {
 }
 
 KIO_EXPORT int kio_socket(int domain, int type, int protocol) noexcept {
+#if defined(SOCK_NONBLOCK)
     int fd = ::socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
     if (fd < 0) return -errno;
     fd_fresh(fd, true, 1);
     return fd;
+#else
+    int fd = ::socket(domain, type, protocol);
+    return fd < 0 ? -errno : setup_socket(fd);
+#endif
 }
 
 KIO_EXPORT int kio_close(int fd) noexcept {

@@ -51,7 +51,9 @@ class Poller {
 
   private:
     int fd_ = -1;              // epoll or kqueue descriptor
+#if defined(__linux__)
     int bell_fd_ = -1;         // eventfd (epoll only)
+#endif
     void *buf_ = nullptr;      // kernel event buffer (kMaxBatch entries), kept off fiber stacks
     static constexpr int kMaxBatch = 64;
 };

@@ -16,10 +16,10 @@
 // the old fiber back in a run queue, publishes its Waiter, recycles its stack,
 // or hands it to another worker. When a SwitchMsg is handled the old fiber's
 // registers are saved, so whoever finds it may resume it at once.
-#include <sys/syscall.h>
 #include <unistd.h>
 #if defined(__linux__)
 #include <linux/membarrier.h>
+#include <sys/syscall.h>
 #endif
 
 #include <cerrno>

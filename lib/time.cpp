@@ -14,11 +14,19 @@ namespace {
 void publish_nothing(Waiter *, void *) {}  // the deadline is the only source
 
 void thread_sleep_until(uint64_t deadline) {
+#if defined(TIMER_ABSTIME)
     timespec ts;
     ts.tv_sec = time_t(deadline / 1000000000u);
     ts.tv_nsec = long(deadline % 1000000000u);
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
     }
+#else  // macOS: no clock_nanosleep; relative sleeps until the deadline
+    for (uint64_t now = now_ns(); now < deadline; now = now_ns()) {
+        uint64_t left = deadline - now;
+        timespec ts{time_t(left / 1000000000u), long(left % 1000000000u)};
+        nanosleep(&ts, nullptr);
+    }
+#endif
 }
 
 }  // namespace

@@ -234,6 +234,8 @@ fi
 # --- 4. the test suite under qemu ----------------------------------------------------
 export KIO_STRESS_SCALE=${KIO_STRESS_SCALE:-5}
 export KIO_TIME_SLACK=${KIO_TIME_SLACK:-10}
+# test/io_examples.sh: the servers and the load client run under qemu too.
+export IO_EXAMPLES_BYTES=${IO_EXAMPLES_BYTES:-131072}
 export NM=aarch64-linux-gnu-nm   # for test/check_exports.sh
 wrapper=(qemu-aarch64 -L /usr/aarch64-linux-gnu -E
     "LD_LIBRARY_PATH=$DEPS/sysroot/usr/lib/aarch64-linux-gnu:$DEPS/sysroot/lib/aarch64-linux-gnu")

@@ -22,6 +22,9 @@ if [ $# -ne 3 ]; then
     exit 2
 fi
 ECHO_SERVER=$1 ECHO_CLIENT=$2 HTTP_SERVER=$3
+# Cross builds: meson runs this script natively and names the emulator for
+# the programs it starts in MESON_EXE_WRAPPER (e.g. "qemu-aarch64 -L ...").
+read -r -a WRAP <<< "${MESON_EXE_WRAPPER:-}"
 CONNS=${IO_EXAMPLES_CONNS:-1000}
 BYTES=${IO_EXAMPLES_BYTES:-1048576}
 for tool in curl wrk; do
@@ -61,7 +64,7 @@ fail() {
 # its "listening on <port>" line.
 start() {
     local name=$1; shift
-    "$@" > "$TMP/$name.out" 2> "$TMP/$name.err" &
+    "${WRAP[@]}" "$@" > "$TMP/$name.out" 2> "$TMP/$name.err" &
     PIDS+=($!)
     SERVER_PID=$!
     local pid=$!
@@ -77,10 +80,10 @@ start() {
 # ---------------------------------------------------------------- echo ---
 start echo_server "$ECHO_SERVER" 0 2 127.0.0.1
 echo "echo: $CONNS connections x $BYTES bytes, random-sized writes, every byte checked"
-"$ECHO_CLIENT" -H 127.0.0.1 -p "$PORT" -c "$CONNS" -V "$BYTES" -d "${IO_EXAMPLES_TIMEOUT:-240}" -n kio \
+"${WRAP[@]}" "$ECHO_CLIENT" -H 127.0.0.1 -p "$PORT" -c "$CONNS" -V "$BYTES" -d "${IO_EXAMPLES_TIMEOUT:-240}" -n kio \
     2> "$TMP/echo_client.err" || fail "echo integrity check (echo_client -V)"
 tail -1 "$TMP/echo_client.err"
-"$ECHO_CLIENT" -H 127.0.0.1 -p "$PORT" -c 64 -s 64 -d 1 -w 0 -n kio \
+"${WRAP[@]}" "$ECHO_CLIENT" -H 127.0.0.1 -p "$PORT" -c 64 -s 64 -d 1 -w 0 -n kio \
     2> "$TMP/echo_client.err" >/dev/null || fail "echo request/response run"
 tail -1 "$TMP/echo_client.err"
 
