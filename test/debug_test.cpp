@@ -28,6 +28,7 @@
 #include <map>
 #include <regex>
 #include <string>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -209,13 +210,25 @@ Child run_child(const std::string &scenario) {
     }
     exe[n] = 0;
     std::string arg = "--kio-child=" + scenario;
-    char *argv[] = {exe, &arg[0], nullptr};
+    // KIO_TEST_EXE_WRAPPER (words, e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu"):
+    // how to run this binary when the kernel cannot (cross builds under
+    // qemu-user without binfmt_misc; the emulator itself is a host program).
+    std::vector<std::string> words;
+    if (const char *w = getenv("KIO_TEST_EXE_WRAPPER")) {
+        std::istringstream in(w);
+        for (std::string word; in >> word;) words.push_back(word);
+    }
+    std::vector<char *> argv;
+    for (std::string &word : words) argv.push_back(&word[0]);
+    argv.push_back(exe);
+    argv.push_back(&arg[0]);
+    argv.push_back(nullptr);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, out.fd(), 1);
     posix_spawn_file_actions_adddup2(&fa, err.fd(), 2);
     pid_t pid = -1;
-    int e = posix_spawn(&pid, exe, &fa, nullptr, argv, environ);
+    int e = posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&fa);
     if (e != 0) {
         ADD_FAILURE() << "posix_spawn: " << strerror(e);
