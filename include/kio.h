@@ -134,9 +134,10 @@ KIO_API int kio_runtime_start(const kio_options *opts, kio_runtime **out) KIO_NO
 
 /* Destroys a runtime made by kio_runtime_start, as kio_runtime_destroy does
  * (cancels every task, waits for all, joins the workers), and returns
- * kio_runtime_destroy's result. Errors: -EINVAL (rt NULL, not live, or not
- * made by kio_runtime_start), -EPERM (called from one of rt's fibers).
- * Thread safety: any thread but rt's own. */
+ * kio_runtime_destroy's result. Neither a cancellation point nor bounded by
+ * the caller's deadline. Errors: -EINVAL (rt NULL, not live, not made by
+ * kio_runtime_start, or already being stopped), -EPERM (called from one of
+ * rt's fibers). Thread safety: any thread but rt's own. */
 KIO_API int kio_runtime_stop(kio_runtime *rt) KIO_NOEXCEPT;
 
 /* The runtime of the calling fiber or worker thread, else NULL. Thread-safe. */
@@ -407,15 +408,17 @@ KIO_API ssize_t kio_recvmsg(int fd, struct msghdr *msg, int flags) KIO_NOEXCEPT;
 KIO_API ssize_t kio_sendmsg(int fd, const struct msghdr *msg, int flags) KIO_NOEXCEPT;
 
 /* Like accept4(2); the new descriptor is always non-blocking (ready for
- * kio), flags may add SOCK_CLOEXEC. */
+ * kio), flags may add SOCK_CLOEXEC. (macOS has no accept4: flags must be 0,
+ * and the descriptor is always close-on-exec.) */
 KIO_API int kio_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags) KIO_NOEXCEPT;
 
 /* Like connect(2), waiting for the connection to complete. Returns 0 or the
  * connection's error (-ECONNREFUSED, ...). */
 KIO_API int kio_connect(int fd, const struct sockaddr *addr, socklen_t addrlen) KIO_NOEXCEPT;
 
-/* Waits until fd is ready for `events` (POLLIN, POLLOUT, as poll(2)) or the
- * deadline passes (kio_now() base, 0 = none; the task deadline also applies).
+/* Waits until fd is ready for `events` (POLLIN, POLLPRI, POLLOUT, as
+ * poll(2)) or the deadline passes (kio_now() base, 0 = none; the task
+ * deadline also applies). A cancellation point even when fd is ready.
  * Returns the ready events (> 0, POLLHUP/POLLERR included when they occur),
  * -ETIMEDOUT, -ECANCELED, -EBADF or -EINVAL. */
 KIO_API int kio_poll(int fd, short events, uint64_t deadline) KIO_NOEXCEPT;
@@ -433,13 +436,16 @@ KIO_API int kio_close(int fd) KIO_NOEXCEPT;
 
 /* A listening TCP socket bound to host:port (host NULL or "" = any address;
  * a name or a numeric IPv4/IPv6 address), with SO_REUSEADDR. port 0 picks a
- * free port (see getsockname). Returns the descriptor or a negative errno
- * (-EADDRINUSE, ..., -ENOENT when the name does not resolve). */
+ * free port (see getsockname). A numeric address resolves at once; a name is
+ * looked up on the blocking pool, a wait that cancellation and the deadline
+ * end. Returns the descriptor or a negative errno (-EADDRINUSE, ..., -ENOENT
+ * when the name does not resolve, -ECANCELED, -ETIMEDOUT). */
 KIO_API int kio_listen_tcp(const char *host, int port, int backlog) KIO_NOEXCEPT;
 
 /* A connected TCP socket to host:port, trying each resolved address until
- * one connects or the deadline passes (0 = none). Name resolution runs on
- * the blocking pool. Returns the descriptor or a negative errno. */
+ * one connects or the deadline passes (0 = none; the earlier of it and the
+ * caller's deadline bounds the name lookup too, which for a name runs on the
+ * blocking pool). Returns the descriptor or a negative errno. */
 KIO_API int kio_dial_tcp(const char *host, int port, uint64_t deadline) KIO_NOEXCEPT;
 
 /* ---------------------------------------------------------------------------
