@@ -76,16 +76,21 @@ FdState *fd_state(int fd) {
     return &chunk[fd & (kChunkSize - 1)];
 }
 
-void fd_fresh(int fd, bool nonblocking, int is_socket) {
-    FdState *st = fd_state(fd);
-    if (!st) return;
-    LockGuard<SpinLock> g(st->lock);
-    // Any registration belonged to a file that is closed now: the kernel
-    // removed it from the poller when the last reference went away.
+// The number names a new descriptor. Any registration belonged to a file
+// that is closed now: the kernel removed it from the poller when the last
+// reference went away. Lock held.
+void reset_locked(FdState *st, bool nonblocking, int is_socket) {
     st->closed.store(false, std::memory_order_release);
     st->is_socket.store(is_socket, std::memory_order_relaxed);
     st->nonblocking.store(nonblocking, std::memory_order_release);
     st->registered = nullptr;
+}
+
+void fd_fresh(int fd, bool nonblocking, int is_socket) {
+    FdState *st = fd_state(fd);
+    if (!st) return;
+    LockGuard<SpinLock> g(st->lock);
+    reset_locked(st, nonblocking, is_socket);
 }
 
 bool fd_reopen_if_reused(FdState *st) {
@@ -95,10 +100,7 @@ bool fd_reopen_if_reused(FdState *st) {
     // While a kio_close is between marking and close(2), the number still
     // names the closed descriptor.
     if (st->closing > 0 || fcntl(st->fd, F_GETFD) < 0) return false;
-    st->closed.store(false, std::memory_order_release);
-    st->is_socket.store(-1, std::memory_order_relaxed);
-    st->nonblocking.store(false, std::memory_order_release);
-    st->registered = nullptr;
+    reset_locked(st, false, -1);
     return true;
 }
 

@@ -395,6 +395,13 @@ void after_switch(SwitchMsg *in) {
     if (left) left->on_cpu.store(false, std::memory_order_relaxed);
 }
 
+// The stall watchdog's episode of w's running context ends (a switch, or a
+// kio call that could have switched).
+void stall_episode_ends(Worker *w) {
+    w->switched_at.store(now_ns(), std::memory_order_relaxed);
+    w->stall_epoch.store(w->stall_epoch.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
 // Leaves the running context of w (w->current, or the idle context when it is
 // nullptr) for next (nullptr: the idle context), with the message the caller
 // put in w->msg. Returns when something resumes the leaving context, possibly
@@ -403,13 +410,6 @@ void after_switch(SwitchMsg *in) {
 // The message lives in the Worker, not on the leaving fiber's stack: the
 // arriving context runs on the same thread and handles it at once, and a
 // dying fiber's stack (and, under ASan, its fake frames) is gone by then.
-// The stall watchdog's episode of w's running context ends (a switch, or a
-// kio call that could have switched).
-void stall_episode_ends(Worker *w) {
-    w->switched_at.store(now_ns(), std::memory_order_relaxed);
-    w->stall_epoch.store(w->stall_epoch.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-}
-
 void switch_to(Worker *w, Task *next) {
     SwitchMsg *msg = &w->msg;
     Task *prev = w->current;

@@ -143,7 +143,7 @@ void cancel_all(Runtime *rt) {
 class OutsideCall {
   public:
     explicit OutsideCall(Task *t) {
-        Worker *w = current_worker();
+        Worker *w = current_worker_at_entry();  // constructed before anything switches
         if (!w || w->rt != t->rt) {
             rt_ = t->rt;
             rt_->outside_calls.fetch_add(1, std::memory_order_acq_rel);
@@ -227,7 +227,6 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
     t->result = nullptr;
     t->sp = nullptr;
     t->stack = stack_size ? own : Stack{};
-    t->stack_size = stack_size;
     t->home = nullptr;
     t->pinned = opts && opts->pinned;
     t->qnext = nullptr;

@@ -50,7 +50,6 @@ struct alignas(64) Task {
     // first run); stack is empty for the main fiber (it runs on its thread's).
     Racy<void *> sp;
     Stack stack;
-    size_t stack_size = 0;
     Worker *home = nullptr;  // pinned tasks: the only worker that may run it
     Worker *ran_on = nullptr;  // KIO_DEBUG_MIGRATE: the worker it last ran on
     bool pinned = false;

@@ -45,7 +45,6 @@ class Racy {
         v_.store(v, std::memory_order_relaxed);
         return *this;
     }
-    T operator->() const { return v_.load(std::memory_order_relaxed); }
     T *raw() { return reinterpret_cast<T *>(&v_); }
 
   private:

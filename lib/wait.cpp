@@ -74,17 +74,18 @@ int wait_thread(Waiter *w, PublishFn publish, void *arg, uint64_t deadline) {
 }  // namespace
 
 namespace {
-thread_local uint64_t tls_deadline;  // plain threads' deadline scope
-}
 
-uint64_t scope_deadline() {
-    Task *self = current_task();
-    return self ? self->deadline : tls_deadline;
-}
+thread_local uint64_t tls_deadline;  // plain threads' deadline scope
+
+// Where the caller's deadline scope lives: in its task, or in its thread.
+uint64_t &deadline_slot(Task *self) { return self ? self->deadline : tls_deadline; }
+
+}  // namespace
+
+uint64_t scope_deadline() { return deadline_slot(current_task()); }
 
 uint64_t set_scope_deadline(uint64_t deadline) {
-    Task *self = current_task();
-    uint64_t &slot = self ? self->deadline : tls_deadline;
+    uint64_t &slot = deadline_slot(current_task());
     uint64_t prev = slot;
     slot = deadline;
     return prev;
@@ -93,7 +94,7 @@ uint64_t set_scope_deadline(uint64_t deadline) {
 int wait_on(Waiter *w, PublishFn publish, void *arg, uint64_t deadline, bool cancelable, int kind,
             const void *obj, int aux) {
     Task *self = current_task();
-    if (cancelable) deadline = earliest(deadline, self ? self->deadline : tls_deadline);
+    if (cancelable) deadline = earliest(deadline, deadline_slot(self));
     if (!self) return wait_thread(w, publish, arg, deadline);
     w->task = self;
     self->wait_obj = obj;

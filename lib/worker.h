@@ -95,8 +95,8 @@ struct alignas(kCacheLine) Worker {
     std::atomic<int64_t> n_switches{0};
     std::atomic<int64_t> n_steals{0};
     std::atomic<int64_t> n_parks[KIO_PARK_KINDS] = {};
-std::atomic<int64_t> stall_epoch{0};   // stall watchdog: bumped when switched_at is
-        std::atomic<uint64_t> switched_at{0};  // stall watchdog: when `current` started running
+    std::atomic<int64_t> stall_epoch{0};     // stall watchdog: bumped with switched_at
+    std::atomic<uint64_t> switched_at{0};  // stall watchdog: when `current` started running
     void *altstack = nullptr;              // signal stack of this worker's thread
 
     static void bump(std::atomic<int64_t> &c) {
