@@ -1,6 +1,8 @@
 #include "fd.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <cerrno>
@@ -84,6 +86,22 @@ void reset_locked(FdState *st, bool nonblocking, int is_socket) {
     st->is_socket.store(is_socket, std::memory_order_relaxed);
     st->nonblocking.store(nonblocking, std::memory_order_release);
     st->registered = nullptr;
+    st->short_read_drains.store(-1, std::memory_order_relaxed);
+    st->drained.store(0, std::memory_order_relaxed);
+}
+
+// Whether a short read of st's descriptor means its queue is empty: TCP only
+// (a Unix socket stops at a change of credentials, a pipe at a packet).
+int short_read_drains(FdState *st) {
+    int yes = 0;
+#if defined(__linux__) && defined(SO_PROTOCOL)
+    int proto = 0;
+    socklen_t len = sizeof proto;
+    yes = getsockopt(st->fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 && proto == IPPROTO_TCP;
+#endif
+    int unknown = -1;
+    if (st->short_read_drains.compare_exchange_strong(unknown, yes, std::memory_order_relaxed)) return yes;
+    return unknown;  // decided meanwhile (an unusual event says no)
 }
 
 void fd_fresh(int fd, bool nonblocking, int is_socket) {
@@ -91,6 +109,13 @@ void fd_fresh(int fd, bool nonblocking, int is_socket) {
     if (!st) return;
     LockGuard<SpinLock> g(st->lock);
     reset_locked(st, nonblocking, is_socket);
+}
+
+void fd_note_read(FdState *st, uint32_t seen_in, long r, size_t len) {
+    if (r <= 0 || size_t(r) >= len) return;
+    int d = st->short_read_drains.load(std::memory_order_relaxed);
+    if (d < 0) d = short_read_drains(st);
+    if (d > 0) st->drained.store(kDrained | seen_in, std::memory_order_relaxed);
 }
 
 bool fd_reopen_if_reused(FdState *st) {
@@ -123,6 +148,8 @@ void fd_dispatch(Worker *w, const PollEvent *events, int n) {
         {
             LockGuard<SpinLock> g(st->lock);
             uint32_t e = events[i].events;
+            // Before the bump: whoever sees the new sequence sees this too.
+            if (e & kPollUnusual) st->short_read_drains.store(0, std::memory_order_relaxed);
             if (e & (kPollIn | kPollErr)) {
                 st->seq_in.fetch_add(1, std::memory_order_release);
                 wake_in = claim_all(st->readers, false, 0);

@@ -35,6 +35,10 @@ struct FdState {
     std::atomic<int> is_socket{-1};        // -1 unknown, 0 no, 1 yes: writes use MSG_NOSIGNAL
     std::atomic<bool> closed{false};       // closed with kio_close (until the number is reused)
     std::atomic<uint32_t> seq_in{0}, seq_out{0};  // events seen; bumped under lock
+    // Drained reads (fd_drained): 1 if a short read proves the receive queue
+    // empty (a TCP socket that has had no unusual event), 0 if not, -1 unknown.
+    std::atomic<int> short_read_drains{-1};
+    std::atomic<uint64_t> drained{0};  // kDrained | seq_in before the last short read, or 0
     int closing = 0;                // kio_close calls between marking and close(2)
     Worker *registered = nullptr;   // the worker whose poller holds the registration
     std::atomic<int> thread_waiters{0};  // plain threads blocked in poll(2) on it
@@ -61,6 +65,20 @@ struct FdSeq {
 inline FdSeq fd_seq(const FdState *st) {
     return {st->seq_in.load(std::memory_order_acquire), st->seq_out.load(std::memory_order_acquire)};
 }
+
+// Drained reads. A TCP read that returns less than asked for emptied the
+// receive queue (tcp_recvmsg stops early only then, or at urgent data or a
+// FIN, which come with an unusual event that turns this off for good), and
+// any data that arrives later brings a new edge. So until the next event in,
+// another read could only fail with EAGAIN: the caller parks at once and
+// saves that system call (an echo or HTTP server's every request).
+constexpr uint64_t kDrained = uint64_t(1) << 32;
+inline bool fd_drained(const FdState *st, uint32_t seen_in) {
+    return st->drained.load(std::memory_order_relaxed) == (kDrained | seen_in);
+}
+// Records a read that asked for len bytes, got r, and started with seq_in at
+// seen_in.
+void fd_note_read(FdState *st, uint32_t seen_in, long r, size_t len);
 
 // Parks the calling fiber until fd is ready in direction dir (or both, when
 // `both`) after `seen`, the deadline passes, the task is canceled, or the

@@ -77,8 +77,10 @@ FdState *prepare(int fd, int *err) {
 
 // Runs op() until it stops failing with EAGAIN/EINTR, parking on direction
 // dir in between. op returns the system call's result (errno set on -1).
+// read_len > 0: op is a plain read of that many bytes, which may skip the
+// system call while the descriptor is drained (fd.h).
 template <class Op>
-long io_loop(int fd, Direction dir, Op op) {
+long io_loop(int fd, Direction dir, Op op, size_t read_len = 0) {
     Task *self = current_task();
     if (!self) {
         // Plain thread: leave the descriptor's mode alone; block in poll(2)
@@ -104,8 +106,15 @@ long io_loop(int fd, Direction dir, Op op) {
     if (!st) return err;
     for (;;) {
         FdSeq seen = fd_seq(st);
+        if (read_len && fd_drained(st, seen.in)) {
+            if (int w = fd_wait(st, kIn, 0, seen)) return w;
+            continue;
+        }
         long r = op();
-        if (r >= 0) return r;
+        if (r >= 0) {
+            if (read_len) fd_note_read(st, seen.in, r, read_len);
+            return r;
+        }
         int e = errno;  // read before anything can switch fibers
         if (e == EINTR) continue;
         if (e != EAGAIN && e != EWOULDBLOCK) return -e;
@@ -116,7 +125,7 @@ long io_loop(int fd, Direction dir, Op op) {
 }  // namespace
 
 KIO_EXPORT ssize_t kio_read(int fd, void *buf, size_t len) noexcept {
-    return io_loop(fd, kIn, [&] { return ::read(fd, buf, len); });
+    return io_loop(fd, kIn, [&] { return ::read(fd, buf, len); }, len);
 }
 
 // Writes to a socket whose peer is gone must fail with -EPIPE, not raise
@@ -147,7 +156,9 @@ static bool bad_iov(const struct iovec *iov, int iovcnt) {
 
 KIO_EXPORT ssize_t kio_readv(int fd, const struct iovec *iov, int iovcnt) noexcept {
     if (bad_iov(iov, iovcnt)) return -EINVAL;
-    return io_loop(fd, kIn, [&] { return ::readv(fd, iov, iovcnt); });
+    size_t len = 0;
+    for (int i = 0; i < iovcnt; i++) len += iov[i].iov_len;
+    return io_loop(fd, kIn, [&] { return ::readv(fd, iov, iovcnt); }, len);
 }
 
 KIO_EXPORT ssize_t kio_writev(int fd, const struct iovec *iov, int iovcnt) noexcept {
@@ -162,7 +173,8 @@ KIO_EXPORT ssize_t kio_writev(int fd, const struct iovec *iov, int iovcnt) noexc
 }
 
 KIO_EXPORT ssize_t kio_recv(int fd, void *buf, size_t len, int flags) noexcept {
-    return io_loop(fd, kIn, [&] { return ::recv(fd, buf, len, flags); });
+    // Only a plain receive says the queue is empty when it comes back short.
+    return io_loop(fd, kIn, [&] { return ::recv(fd, buf, len, flags); }, flags ? 0 : len);
 }
 
 KIO_EXPORT ssize_t kio_send(int fd, const void *buf, size_t len, int flags) noexcept {

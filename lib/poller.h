@@ -13,10 +13,12 @@ namespace kio {
 
 struct PollEvent {
     void *token;      // what was registered for the readiness (never the doorbell)
-    uint32_t events;  // kPollIn / kPollOut / kPollErr bits
+    uint32_t events;  // kPollIn / kPollOut / kPollErr / kPollUnusual bits
 };
 
-enum : uint32_t { kPollIn = 1, kPollOut = 2, kPollErr = 4 };
+// kPollUnusual: a condition that stays readable without further events (peer
+// hung up, error, urgent data); it comes with kPollIn.
+enum : uint32_t { kPollIn = 1, kPollOut = 2, kPollErr = 4, kPollUnusual = 8 };
 
 enum class Backend { kEpoll, kKqueue };
 

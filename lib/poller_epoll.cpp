@@ -99,6 +99,7 @@ int Poller::wait(PollEvent *out, int max, uint64_t deadline) {
         if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLPRI)) e |= kPollIn;
         if (evs[i].events & EPOLLOUT) e |= kPollOut;
         if (evs[i].events & (EPOLLERR | EPOLLHUP)) e |= kPollErr | kPollIn | kPollOut;
+        if (evs[i].events & (EPOLLRDHUP | EPOLLPRI | EPOLLERR | EPOLLHUP)) e |= kPollUnusual;
         out[k++] = PollEvent{evs[i].data.ptr, e};
     }
     return k;

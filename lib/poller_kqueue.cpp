@@ -69,7 +69,7 @@ int Poller::wait(PollEvent *out, int max, uint64_t deadline) {
         uint32_t e = 0;
         if (evs[i].filter == EVFILT_READ) e |= kPollIn;
         if (evs[i].filter == EVFILT_WRITE) e |= kPollOut;
-        if (evs[i].flags & (EV_EOF | EV_ERROR)) e |= kPollErr;
+        if (evs[i].flags & (EV_EOF | EV_ERROR)) e |= kPollErr | kPollUnusual;
         out[k++] = PollEvent{evs[i].udata, e};
     }
     return k;

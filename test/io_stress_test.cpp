@@ -292,6 +292,83 @@ TEST(IoStress, EchoConnectionChurn) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// Drained reads (a short TCP read parks the next one without a system call)
+// against a writer that sends chunks of random sizes at random moments, from
+// a plain thread or from a fiber on either worker, ending with a FIN. The
+// reader uses random buffer sizes (full reads and short ones), checks every
+// byte and must see EOF; a missed edge shows as -ETIMEDOUT.
+TEST(IoStress, DrainedTcpReadsMissNoData) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    const size_t total = volume(4u << 20);
+    for (int mode = 0; mode < 2; mode++) {  // 0: plain-thread writer, 1: fiber writer
+        int c, s;
+        ASSERT_TRUE(tcp_pair(&c, &s));
+        std::vector<unsigned char> data(total);
+        random_bytes(data, uint32_t(77 + mode));
+        auto writer_body = [&](bool fiber) {
+            std::mt19937 g(uint32_t(5 + mode));
+            size_t off = 0;
+            while (off < total) {
+                size_t n = 1 + g() % 300;
+                if (n > total - off) n = total - off;
+                ssize_t k = fiber ? write_all(c, &data[off], n) : ssize_t(-1);
+                if (!fiber) {
+                    size_t done = 0;
+                    while (done < n) {
+                        ssize_t m = send(c, &data[off + done], n - done, MSG_NOSIGNAL);
+                        if (m > 0) done += size_t(m);
+                        else if (m < 0 && errno != EAGAIN && errno != EINTR) return false;
+                        else std::this_thread::yield();
+                    }
+                    k = ssize_t(n);
+                }
+                if (k != ssize_t(n)) return false;
+                off += n;
+                unsigned pause = g() % 16;
+                if (pause == 0) {
+                    if (fiber) kio_yield();
+                    else std::this_thread::yield();
+                } else if (pause == 1) {
+                    for (unsigned spin = g() % 20000; spin > 0; spin--) asm volatile("" ::: "memory");
+                }
+            }
+            return shutdown(c, SHUT_WR) == 0;
+        };
+        kio_task *reader = kt::spawn([&] {
+            std::mt19937 g(uint32_t(11 + mode));
+            std::vector<unsigned char> buf(4096);
+            size_t got = 0;
+            for (;;) {
+                size_t want = 1 + g() % (g() % 4 == 0 ? 4096 : 64);
+                uint64_t prev = kio_deadline_set(kio_now() + 10 * kSec);
+                ssize_t n = kio_read(s, buf.data(), want);
+                kio_deadline_set(prev);
+                if (n < 0) return intptr_t(n);
+                if (n == 0) break;
+                if (got + size_t(n) > total || std::memcmp(buf.data(), &data[got], size_t(n)) != 0)
+                    return intptr_t(-100000);
+                got += size_t(n);
+            }
+            return intptr_t(got == total ? 0 : -200000);
+        });
+        bool wrote = false;
+        if (mode == 0) {
+            std::thread th([&] { wrote = writer_body(false); });
+            EXPECT_EQ(kt::await_ok(reader), 0) << "plain-thread writer";
+            th.join();
+        } else {
+            kio_task *w = kt::spawn([&] { return intptr_t(writer_body(true)); });
+            EXPECT_EQ(kt::await_ok(reader), 0) << "fiber writer";
+            wrote = kt::await_ok(w) == 1;
+        }
+        EXPECT_TRUE(wrote);
+        kio_close(c);
+        kio_close(s);
+    }
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 // kio_blocking calls canceled at random moments: every fn runs exactly once.
 TEST(IoStress, BlockingCancelChurn) {
     kt::Rt rt(2);

@@ -826,6 +826,191 @@ TEST(SocketErrors, InvalidArgumentsAreEinval) {
 // ===========================================================================
 // Deadlines
 
+// ---------------------------------------------------------------------------
+// Drained reads: after a short TCP read, kio parks the next read without a
+// system call until an event comes in (fd.h). These cases must not hang: each
+// read is bounded by a deadline scope, so a missed edge fails with -ETIMEDOUT.
+
+namespace {
+
+// kio_read under a deadline scope of `ns` from now.
+ssize_t read_within(int fd, void *buf, size_t len, uint64_t ns) {
+    uint64_t prev = kio_deadline_set(kio_now() + ns);
+    ssize_t n = kio_read(fd, buf, len);
+    kio_deadline_set(prev);
+    return n;
+}
+
+// Waits (raw poll) until fd has `n` bytes queued, or 2 s.
+bool queued_at_least(int fd, size_t n) {
+    char buf[256];
+    for (int i = 0; i < 2000; i++) {
+        ssize_t k = recv(fd, buf, sizeof buf < n ? sizeof buf : n, MSG_PEEK | MSG_DONTWAIT);
+        if (k >= ssize_t(n)) return true;
+        usleep(1000);
+    }
+    return false;
+}
+
+}  // namespace
+
+// Data that arrives after a short read is read by the next call.
+TEST_P(SocketIo, DrainedReadSeesLaterData) {
+    kt::Rt rt(GetParam());
+    ASSERT_EQ(rt.rc(), 0);
+    int c, s;
+    ASSERT_TRUE(tcp_pair(&c, &s));
+    ASSERT_EQ(send(c, "ab", 2, 0), 2);
+    kio_task *t = kt::spawn([&] {
+        char buf[4096];
+        ssize_t n = read_within(s, buf, sizeof buf, 5 * kSec);
+        if (n != 2) return intptr_t(-1000 + n);
+        // Short: the next read parks at once, and the later data wakes it.
+        n = read_within(s, buf, sizeof buf, 5 * kSec);
+        if (n != 2 || std::memcmp(buf, "cd", 2) != 0) return intptr_t(-2000 + n);
+        return intptr_t(1);
+    });
+    Later late(30 * kMs, [&] { (void)!send(c, "cd", 2, 0); });
+    EXPECT_EQ(kt::await_ok(t), 1);
+    kio_close(c);
+    kio_close(s);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+// A read that fills its buffer says nothing about the queue: the next read
+// returns the rest at once.
+TEST_P(SocketIo, FullReadDoesNotPark) {
+    kt::Rt rt(GetParam());
+    ASSERT_EQ(rt.rc(), 0);
+    int c, s;
+    ASSERT_TRUE(tcp_pair(&c, &s));
+    ASSERT_EQ(send(c, "0123456789abcdefghij", 20, 0), 20);
+    ASSERT_TRUE(queued_at_least(s, 20));
+    kio_task *t = kt::spawn([&] {
+        char buf[10];
+        ssize_t n = read_within(s, buf, sizeof buf, 5 * kSec);
+        if (n != 10 || std::memcmp(buf, "0123456789", 10) != 0) return intptr_t(-1000 + n);
+        n = read_within(s, buf, sizeof buf, 5 * kSec);
+        if (n != 10 || std::memcmp(buf, "abcdefghij", 10) != 0) return intptr_t(-2000 + n);
+        return intptr_t(1);
+    });
+    EXPECT_EQ(kt::await_ok(t), 1);
+    kio_close(c);
+    kio_close(s);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+// Data and the peer's FIN already queued when the first read comes back
+// short: the next read sees EOF (no further edge will come), whether or not
+// the socket was registered with a poller before the data arrived.
+TEST_P(SocketIo, ShortReadBeforeEofStillSeesEof) {
+    kt::Rt rt(GetParam());
+    ASSERT_EQ(rt.rc(), 0);
+    for (int registered = 0; registered < 2; registered++) {
+        int c, s;
+        ASSERT_TRUE(tcp_pair(&c, &s));
+        if (registered) {
+            // Park once (a read that times out), so the socket's events go
+            // through a poller before the data and the FIN arrive.
+            kio_task *p = kt::spawn([&] {
+                char b;
+                return intptr_t(read_within(s, &b, 1, 20 * kMs));
+            });
+            EXPECT_EQ(kt::await_ok(p), -ETIMEDOUT);
+        }
+        ASSERT_EQ(send(c, "xyz", 3, 0), 3);
+        ASSERT_EQ(shutdown(c, SHUT_WR), 0);
+        ASSERT_TRUE(queued_at_least(s, 3));
+        kio_sleep(20 * kMs);  // the FIN too, and the event, if registered
+        kio_task *t = kt::spawn([&] {
+            char buf[4096];
+            ssize_t n = read_within(s, buf, sizeof buf, 5 * kSec);
+            if (n != 3) return intptr_t(-1000 + n);
+            return intptr_t(read_within(s, buf, sizeof buf, 5 * kSec));
+        });
+        EXPECT_EQ(kt::await_ok(t), 0) << "registered " << registered;
+        kio_close(c);
+        kio_close(s);
+    }
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+// Urgent (out-of-band) data stops a TCP read early with bytes still queued;
+// every in-band byte must still arrive (the event that reported them came
+// before the short read, so only the unusual-event rule can save the rest).
+TEST_P(SocketIo, UrgentDataDoesNotStrandInBandBytes) {
+    kt::Rt rt(GetParam());
+    ASSERT_EQ(rt.rc(), 0);
+    for (int registered = 0; registered < 2; registered++) {
+        int c, s;
+        ASSERT_TRUE(tcp_pair(&c, &s));
+        if (registered) {
+            kio_task *p = kt::spawn([&] {
+                char b;
+                return intptr_t(read_within(s, &b, 1, 20 * kMs));
+            });
+            EXPECT_EQ(kt::await_ok(p), -ETIMEDOUT);
+        }
+        ASSERT_EQ(send(c, "ab", 2, 0), 2);
+        ASSERT_EQ(send(c, "!", 1, MSG_OOB), 1);
+        ASSERT_EQ(send(c, "cd", 2, 0), 2);
+        ASSERT_TRUE(queued_at_least(s, 2));
+        kio_sleep(20 * kMs);
+        kio_task *t = kt::spawn([&] {
+            char got[8];
+            size_t have = 0;
+            while (have < 4) {
+                char buf[4096];
+                ssize_t n = read_within(s, buf, sizeof buf, 2 * kSec);
+                if (n <= 0) return intptr_t(-1000 + n - 100 * intptr_t(have));
+                for (ssize_t i = 0; i < n && have < sizeof got; i++) got[have++] = buf[i];
+            }
+            return intptr_t(have == 4 && std::memcmp(got, "abcd", 4) == 0 ? 1 : -3);
+        });
+        EXPECT_EQ(kt::await_ok(t), 1) << "registered " << registered;
+        kio_close(c);
+        kio_close(s);
+    }
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+// A descriptor number reused after kio_close starts fresh: data already
+// queued on the new socket is read at once, even though the old socket's
+// last read was short. (The new socket's first wait registers it, and the
+// registration reports data already queued, so a stale drained mark would
+// cost a poller round trip, not a hang.)
+TEST_P(SocketIo, ReusedNumberForgetsDrainedState) {
+    kt::Rt rt(GetParam());
+    ASSERT_EQ(rt.rc(), 0);
+    int c, s;
+    ASSERT_TRUE(tcp_pair(&c, &s));
+    ASSERT_EQ(send(c, "q", 1, 0), 1);
+    kio_task *t = kt::spawn([&] {
+        char buf[64];
+        return intptr_t(read_within(s, buf, sizeof buf, 5 * kSec));
+    });
+    ASSERT_EQ(kt::await_ok(t), 1);  // short: s is drained
+    int old = s;
+    ASSERT_EQ(kio_close(s), 0);
+    kio_close(c);
+    // The lowest free numbers go to the new pair: one of them is `old`.
+    int c2, s2;
+    ASSERT_TRUE(tcp_pair(&c2, &s2));
+    int reader = s2 == old ? s2 : c2, writer = s2 == old ? c2 : s2;
+    if (reader != old) std::printf("note: number %d was not reused (%d, %d)\n", old, c2, s2);
+    ASSERT_EQ(send(writer, "fresh", 5, 0), 5);
+    ASSERT_TRUE(queued_at_least(reader, 5));
+    t = kt::spawn([&] {
+        char buf[64];
+        ssize_t n = read_within(reader, buf, sizeof buf, 2 * kSec);
+        return intptr_t(n == 5 && std::memcmp(buf, "fresh", 5) == 0 ? 1 : n);
+    });
+    EXPECT_EQ(kt::await_ok(t), 1);
+    kio_close(c2);
+    kio_close(s2);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 class SocketDeadline : public ::testing::TestWithParam<unsigned> {};
 INSTANTIATE_TEST_SUITE_P(Threads, SocketDeadline, ::testing::Values(1u, 2u), threads_name);
 
