@@ -35,6 +35,7 @@ struct Runtime : kio_runtime {
     std::mutex start_lock;                       // serializes lazy worker start
     std::atomic<int> nspinning{0};               // workers looking for work without sleeping
     std::atomic<int> nsleeping{0};               // workers blocked (or about to) in their poller
+    std::atomic<int> nsleeping_unbounded{0};     // those of them without a backstop timeout
 
     TaskQueue inject;                            // work from plain threads, ring overflow
     StackPool stacks;
@@ -75,6 +76,10 @@ inline Runtime *runtime_of(kio_runtime *rt) {
 // A worker covers another's timers only this late, so an owner that is merely
 // busy (not stuck) fires its own.
 constexpr uint64_t kBackupGrace = 2 * 1000 * 1000;
+// How long an idle worker sleeps at most while another worker runs a fiber:
+// that fiber may have readied a task without waking anyone (ready()), and
+// may not switch for a long time.
+constexpr uint64_t kBackstopNs = 2 * 1000 * 1000;
 
 // Barriers for the producer/sleeper handshake (scheduler.cpp).
 void light_fence();  // producers: after queueing work, before reading sleep state

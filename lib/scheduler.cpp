@@ -198,9 +198,20 @@ void ready(Task *t) {
     if (KIO_UNLIKELY(rt->debug_migrate) && migrate_elsewhere(rt, w, t)) return;
     if (w && w->rt == rt) {
         push_ready(w, t);
-        // An idle context that readies a single fiber is about to run it
-        // itself: nothing for another worker to do.
-        if (!w->current && w->ready.size() <= 1) return;
+        if (w->ready.size() <= 1 && w->spawned.size() == 0 && w->yielded.size() == 0) {
+            // An idle context that readies a single fiber is about to run it
+            // itself: nothing for another worker to do.
+            if (!w->current) return;
+            // A fiber readied the only queued task: most likely it parks or
+            // ends soon and this worker runs the task next (a ping-pong, a
+            // child waking its parent). Waking another worker for it would
+            // cost both sides a cross-thread round trip. Safe only if every
+            // sleeper wakes by itself within kBackstopNs (sleep() in
+            // worker.cpp): with a sleeper that does not, this pairs with its
+            // announcement like notify() does.
+            light_fence();
+            if (rt->nsleeping_unbounded.load(std::memory_order_relaxed) == 0) return;
+        }
     } else {
         rt->inject.push(t);
     }
@@ -222,7 +233,7 @@ namespace {
 // memory for a default-size stack (the task then waits in the injection
 // queue for a later try; a stack of another size was allocated at spawn, so
 // that kio_spawn_ex could report -ENOMEM).
-bool prepare_fiber(Worker *w, Task *t) {
+KIO_NOINLINE bool prepare_fiber(Worker *w, Task *t) {
     Runtime *rt = w->rt;
     Stack s = t->stack;  // tasks with their own stack size got it at spawn
     if (!s.base) {
@@ -254,10 +265,15 @@ void release_stack(Worker *w, Task *t) {
     t->stack = Stack{};
 }
 
-Task *runnable(Worker *w, Task *t) {
-    if (!t || t->sp || prepare_fiber(w, t)) return t;
+KIO_NOINLINE Task *prepare_or_defer(Worker *w, Task *t) {
+    if (prepare_fiber(w, t)) return t;
     w->rt->inject.push(t);
     return nullptr;
+}
+
+inline Task *runnable(Worker *w, Task *t) {
+    if (!t || t->sp) return t;
+    return prepare_or_defer(w, t);
 }
 
 // Takes a batch from the injection queue: runs the first, queues the rest.
@@ -540,9 +556,33 @@ void park_current(Waiter *wt, PublishFn publish, void *arg, uint64_t deadline, b
     switch_to(w, next);
 }
 
+namespace {
+
+// The common yield: nothing is queued ahead of the yielded ring (find_work's
+// order: no fairness pick due, no inbox, migrated, woken or spawned task),
+// so the next fiber is the oldest yielder. Takes it without find_work's
+// whole walk; nullptr when the full pick must decide.
+inline Task *next_yielder(Worker *w) {
+    uint32_t tick = w->tick.load(std::memory_order_relaxed) + 1;
+    if (KIO_UNLIKELY(tick % kFairnessInterval == 0) || !w->inbox.empty() || !w->migrated.empty() ||
+        w->ready.size() || w->spawned.size() > 0)
+        return nullptr;
+    Task *t = w->yielded.pop();
+    if (KIO_UNLIKELY(t && !t->sp)) {  // (never: only fibers that ran yield)
+        push_ring(w, w->yielded, t);
+        return nullptr;
+    }
+    if (t) w->tick.store(tick, std::memory_order_relaxed);
+    return t;
+}
+
+}  // namespace
+
 int yield_current() {
     Worker *w = current_worker();
-    Task *next = find_work(w);
+    Task *next = nullptr;
+    if (KIO_LIKELY(!w->rt->debug_migrate)) next = next_yielder(w);
+    if (!next) next = find_work(w);
     if (!next) {  // nothing else is runnable here
         if (KIO_UNLIKELY(w->rt->stall_ns)) stall_episode_ends(w);
         // KIO_DEBUG_MIGRATE: leave through the idle context all the same,
@@ -573,7 +613,9 @@ void migrate_current(Worker *to) {
 
 void run_from_idle(Worker *w, Task *t) {
     w->msg.kind = SwitchMsg::kNothing;
+    w->running.store(true, std::memory_order_relaxed);
     switch_to(w, t);
+    w->running.store(false, std::memory_order_relaxed);
 }
 
 void poll_worker(Worker *w, uint64_t deadline) {

@@ -80,9 +80,36 @@ Task *spin(Worker *w) {
     return t;
 }
 
-void sleep(Worker *w) {
+// Another worker that runs a fiber, or nullptr.
+Worker *running_other(Worker *w) {
+    Runtime *rt = w->rt;
+    unsigned n = rt->nstarted.load(std::memory_order_acquire);
+    for (unsigned i = 0; i < n; i++) {
+        Worker *v = &rt->workers[i];
+        if (v != w && v->running.load(std::memory_order_relaxed)) return v;
+    }
+    return nullptr;
+}
+
+// Sleeps in the poller until work, I/O, a timer, or (while another worker
+// runs a fiber, which may ready a task without waking anyone) the backstop.
+// Returns true if it woke at the backstop.
+bool sleep(Worker *w) {
     Runtime *rt = w->rt;
     uint64_t deadline = sleep_deadline(w);
+    uint64_t backstop = 0;
+    if (Worker *v = running_other(w)) {
+        uint64_t now = now_ns();
+        backstop = now + kBackstopNs;
+        if (backstop < deadline) deadline = backstop;
+        // Start the single-task steal clock on v now: if v has not picked
+        // anything by the backstop, its queued task is taken at once.
+        w->single_victim = v;
+        w->single_tick = v->tick.load(std::memory_order_relaxed);
+        w->single_since = now;
+    } else {
+        rt->nsleeping_unbounded.fetch_add(1, std::memory_order_seq_cst);
+    }
     w->sleep_until.store(deadline, std::memory_order_seq_cst);
     w->sleep_state.store(Worker::kSleeping, std::memory_order_seq_cst);
     rt->nsleeping.fetch_add(1, std::memory_order_seq_cst);
@@ -95,11 +122,17 @@ void sleep(Worker *w) {
         deadline = again;
         w->sleep_until.store(deadline, std::memory_order_seq_cst);
     }
-    if (!work_visible(w) && !rt->exiting.load(std::memory_order_seq_cst)) poll_worker(w, deadline);
+    bool slept = false;
+    if (!work_visible(w) && !rt->exiting.load(std::memory_order_seq_cst)) {
+        poll_worker(w, deadline);
+        slept = true;
+    }
     rt->nsleeping.fetch_sub(1, std::memory_order_seq_cst);
+    if (!backstop) rt->nsleeping_unbounded.fetch_sub(1, std::memory_order_seq_cst);
     w->sleep_state.store(Worker::kAwake, std::memory_order_seq_cst);
     w->sleep_until.store(UINT64_MAX, std::memory_order_relaxed);
     fire_all_due(w);
+    return slept && backstop && deadline == backstop && now_ns() >= backstop;
 }
 
 void *worker_main(void *arg) {
@@ -117,15 +150,18 @@ void *worker_main(void *arg) {
 
 void idle_loop(Worker *w) {
     Runtime *rt = w->rt;
+    bool backstop = false;  // woke at the backstop: no spinning (find_work took what was stuck)
+    w->running.store(false, std::memory_order_relaxed);  // (worker 0 arrives from its main fiber)
     for (;;) {
         Task *t = find_work(w);
-        if (!t) t = spin(w);
+        if (!t && !backstop) t = spin(w);
         if (t) {
             run_from_idle(w, t);
+            backstop = false;
             continue;
         }
         if (rt->exiting.load(std::memory_order_acquire)) return;
-        sleep(w);
+        backstop = sleep(w);
     }
 }
 

@@ -84,6 +84,7 @@ struct alignas(kCacheLine) Worker {
     TimerHeap timers;
     Poller poller;
     std::atomic<uint32_t> tick{0};   // picks so far; owner writes, thieves read
+    std::atomic<bool> running{false};  // a fiber (not the idle context) runs here
     std::atomic<uint32_t> sleep_state{kAwake};
     std::atomic<uint64_t> sleep_until{UINT64_MAX};
     pthread_t thread{};

@@ -434,6 +434,57 @@ TEST(Stress, CreateDestroy1000TimesWithBusyRuntimes) {
     EXPECT_EQ(count_dir("/proc/self/task"), threads0);
 }
 
+// A fiber that wakes another and then never yields: the woken task sits in
+// its worker's queue, and kio does not wake another worker for a single task
+// a running fiber readied (it would usually run it next itself). Another
+// worker must still take it: a sleeping one wakes at its backstop.
+TEST(Stress, TaskWokenByAFiberThatNeverYieldsStillRuns) {
+    const uint64_t rounds = scaled(50);
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    // (No SCOPED_TRACE: this fiber may resume on another thread, and gtest's
+    // trace stack is per thread.)
+    for (uint64_t round = 0; round < rounds; round++) {
+        kio_mutex m = KIO_MUTEX_INIT;
+        kio_cond c = KIO_COND_INIT;
+        std::atomic<int> waiting{0}, ran{0}, stop{0};
+        kio_task *b = kt::spawn([&] {
+            kio_mutex_lock(&m);
+            waiting = 1;
+            while (!ran.load()) {
+                if (kio_cond_wait(&c, &m) != 0) break;
+                ran = 1;
+            }
+            kio_mutex_unlock(&m);
+            return intptr_t(1);
+        });
+        ASSERT_TRUE(kt::wait_flag(waiting, 1));
+        uint64_t t0 = kio_now();
+        kio_task *a = kt::spawn([&] {
+            // Busy first, so the other worker goes to sleep while this one
+            // runs a fiber (rounds vary the time, around the backstop).
+            uint64_t busy_until = kio_now() + (1 + round % 4) * kMs;
+            while (kio_now() < busy_until) {
+            }
+            kio_mutex_lock(&m);
+            kio_cond_signal(&c);
+            kio_mutex_unlock(&m);
+            // Never yields until the woken task ran (or 5 s passed).
+            uint64_t end = kio_now() + 5 * kSec;
+            while (!ran.load(std::memory_order_acquire) && !stop.load() && kio_now() < end) {
+            }
+            return intptr_t(ran.load() ? 1 : 0);
+        });
+        // This fiber parks in kio_await: its worker is free for either task.
+        EXPECT_EQ(kt::await_ok(b), 1) << "round " << round;
+        uint64_t took = kt::since(t0);  // (a's busy time included)
+        EXPECT_LT(took, kt::prompt(1 * kSec)) << "round " << round;
+        stop = 1;
+        EXPECT_EQ(kt::await_ok(a), 1) << "round " << round;
+    }
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(Stress, TaskThatNeverYieldsDoesNotStopOtherWorkers) {
     const uint64_t rounds = scaled(20);
     for (uint64_t round = 0; round < rounds; round++) {
