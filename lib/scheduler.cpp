@@ -167,6 +167,31 @@ bool wake_one_sleeper(Runtime *rt) {
 
 }  // namespace
 
+namespace {
+
+// The task just queued on w is w's only queued task.
+inline bool only_queued(Worker *w) {
+    return w->ready.size() + uint32_t(w->spawned.size()) + w->yielded.size() <= 1;
+}
+
+// A fiber running on w made the only queued task of w ready (a condition
+// signal in a ping-pong, a child that finished and wakes its parent, a child
+// spawned to be awaited): most likely it parks or ends soon and w runs the
+// task next. Waking another worker for it would cost both sides a
+// cross-thread round trip, so it is skipped when every sleeper wakes by
+// itself within kBackstopNs (sleep() in worker.cpp); with a sleeper that
+// does not, this pairs with its announcement like notify() does.
+// (A worker not started yet counts as a sleeper without a backstop.)
+bool may_defer_wakeup(Worker *w) {
+    Runtime *rt = w->rt;
+    if (!w->current || !only_queued(w) || rt->nstarted.load(std::memory_order_relaxed) < rt->nthreads)
+        return false;
+    light_fence();
+    return rt->nsleeping_unbounded.load(std::memory_order_relaxed) == 0;
+}
+
+}  // namespace
+
 void notify(Runtime *rt) {
     if (rt->nthreads == 1) {
         // The only worker: nothing to do if it is the caller, else ring it.
@@ -198,20 +223,10 @@ void ready(Task *t) {
     if (KIO_UNLIKELY(rt->debug_migrate) && migrate_elsewhere(rt, w, t)) return;
     if (w && w->rt == rt) {
         push_ready(w, t);
-        if (w->ready.size() <= 1 && w->spawned.size() == 0 && w->yielded.size() == 0) {
-            // An idle context that readies a single fiber is about to run it
-            // itself: nothing for another worker to do.
-            if (!w->current) return;
-            // A fiber readied the only queued task: most likely it parks or
-            // ends soon and this worker runs the task next (a ping-pong, a
-            // child waking its parent). Waking another worker for it would
-            // cost both sides a cross-thread round trip. Safe only if every
-            // sleeper wakes by itself within kBackstopNs (sleep() in
-            // worker.cpp): with a sleeper that does not, this pairs with its
-            // announcement like notify() does.
-            light_fence();
-            if (rt->nsleeping_unbounded.load(std::memory_order_relaxed) == 0) return;
-        }
+        // An idle context that readies a single fiber is about to run it
+        // itself: nothing for another worker to do.
+        if (!w->current && only_queued(w)) return;
+        if (may_defer_wakeup(w)) return;
     } else {
         rt->inject.push(t);
     }
@@ -220,7 +235,11 @@ void ready(Task *t) {
 
 void submit_new(Runtime *rt, Task *t) {
     Worker *w = current_worker_fast();
-    if (!(w && w->rt == rt && w->spawned.push(t))) rt->inject.push(t);
+    if (!(w && w->rt == rt && w->spawned.push(t))) {
+        rt->inject.push(t);
+    } else if (may_defer_wakeup(w)) {
+        return;
+    }
     notify(rt);
 }
 

@@ -102,11 +102,15 @@ bool sleep(Worker *w) {
         uint64_t now = now_ns();
         backstop = now + kBackstopNs;
         if (backstop < deadline) deadline = backstop;
-        // Start the single-task steal clock on v now: if v has not picked
+        // Start the single-task steal clock on v now, unless it runs since
+        // an earlier look (v has picked nothing since): if v has not picked
         // anything by the backstop, its queued task is taken at once.
-        w->single_victim = v;
-        w->single_tick = v->tick.load(std::memory_order_relaxed);
-        w->single_since = now;
+        uint32_t vt = v->tick.load(std::memory_order_relaxed);
+        if (w->single_victim != v || w->single_tick != vt) {
+            w->single_victim = v;
+            w->single_tick = vt;
+            w->single_since = now;
+        }
     } else {
         rt->nsleeping_unbounded.fetch_add(1, std::memory_order_seq_cst);
     }
