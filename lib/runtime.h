@@ -78,8 +78,12 @@ inline Runtime *runtime_of(kio_runtime *rt) {
 constexpr uint64_t kBackupGrace = 2 * 1000 * 1000;
 // How long an idle worker sleeps at most while another worker runs a fiber:
 // that fiber may have readied a task without waking anyone (ready()), and
-// may not switch for a long time.
+// may not switch for a long time. Doubles after each backstop that found
+// nothing to take, up to the maximum (a fiber that runs for long without
+// kio calls, such as a host language's main loop, then costs an idle worker
+// a few wakeups per second, not hundreds).
 constexpr uint64_t kBackstopNs = 2 * 1000 * 1000;
+constexpr uint64_t kBackstopMaxNs = 32 * 1000 * 1000;
 
 // Barriers for the producer/sleeper handshake (scheduler.cpp).
 void light_fence();  // producers: after queueing work, before reading sleep state

@@ -100,7 +100,8 @@ bool sleep(Worker *w) {
     uint64_t backstop = 0;
     if (Worker *v = running_other(w)) {
         uint64_t now = now_ns();
-        backstop = now + kBackstopNs;
+        if (w->backstop_ns < kBackstopNs) w->backstop_ns = kBackstopNs;
+        backstop = now + w->backstop_ns;
         if (backstop < deadline) deadline = backstop;
         // Start the single-task steal clock on v now, unless it runs since
         // an earlier look (v has picked nothing since): if v has not picked
@@ -136,7 +137,9 @@ bool sleep(Worker *w) {
     w->sleep_state.store(Worker::kAwake, std::memory_order_seq_cst);
     w->sleep_until.store(UINT64_MAX, std::memory_order_relaxed);
     fire_all_due(w);
-    return slept && backstop && deadline == backstop && now_ns() >= backstop;
+    bool expired = slept && backstop && deadline == backstop && now_ns() >= backstop;
+    if (!expired) w->backstop_ns = kBackstopNs;
+    return expired;
 }
 
 void *worker_main(void *arg) {
@@ -162,8 +165,10 @@ void idle_loop(Worker *w) {
         if (t) {
             run_from_idle(w, t);
             backstop = false;
+            w->backstop_ns = kBackstopNs;
             continue;
         }
+        if (backstop && w->backstop_ns < kBackstopMaxNs) w->backstop_ns *= 2;  // it found nothing
         if (rt->exiting.load(std::memory_order_acquire)) return;
         backstop = sleep(w);
     }

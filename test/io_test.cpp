@@ -841,6 +841,16 @@ ssize_t read_within(int fd, void *buf, size_t len, uint64_t ns) {
     return n;
 }
 
+// Parks a fiber on fd once (a read that times out), so that fd's events go
+// through a poller from then on.
+void register_by_parking(int fd) {
+    kio_task *p = kt::spawn([fd] {
+        char b;
+        return intptr_t(read_within(fd, &b, 1, 20 * kMs));
+    });
+    EXPECT_EQ(kt::await_ok(p), -ETIMEDOUT);
+}
+
 // Waits (raw poll) until fd has `n` bytes queued, or 2 s.
 bool queued_at_least(int fd, size_t n) {
     char buf[256];
@@ -909,15 +919,7 @@ TEST_P(SocketIo, ShortReadBeforeEofStillSeesEof) {
     for (int registered = 0; registered < 2; registered++) {
         int c, s;
         ASSERT_TRUE(tcp_pair(&c, &s));
-        if (registered) {
-            // Park once (a read that times out), so the socket's events go
-            // through a poller before the data and the FIN arrive.
-            kio_task *p = kt::spawn([&] {
-                char b;
-                return intptr_t(read_within(s, &b, 1, 20 * kMs));
-            });
-            EXPECT_EQ(kt::await_ok(p), -ETIMEDOUT);
-        }
+        if (registered) register_by_parking(s);  // before the data and the FIN arrive
         ASSERT_EQ(send(c, "xyz", 3, 0), 3);
         ASSERT_EQ(shutdown(c, SHUT_WR), 0);
         ASSERT_TRUE(queued_at_least(s, 3));
@@ -944,13 +946,7 @@ TEST_P(SocketIo, UrgentDataDoesNotStrandInBandBytes) {
     for (int registered = 0; registered < 2; registered++) {
         int c, s;
         ASSERT_TRUE(tcp_pair(&c, &s));
-        if (registered) {
-            kio_task *p = kt::spawn([&] {
-                char b;
-                return intptr_t(read_within(s, &b, 1, 20 * kMs));
-            });
-            EXPECT_EQ(kt::await_ok(p), -ETIMEDOUT);
-        }
+        if (registered) register_by_parking(s);
         ASSERT_EQ(send(c, "ab", 2, 0), 2);
         ASSERT_EQ(send(c, "!", 1, MSG_OOB), 1);
         ASSERT_EQ(send(c, "cd", 2, 0), 2);
