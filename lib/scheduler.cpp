@@ -223,6 +223,7 @@ void ready(Task *t) {
     if (KIO_UNLIKELY(rt->debug_migrate) && migrate_elsewhere(rt, w, t)) return;
     if (w && w->rt == rt) {
         push_ready(w, t);
+        if (rt->nthreads == 1) return;  // the only worker: it is the caller
         // An idle context that readies a single fiber is about to run it
         // itself: nothing for another worker to do.
         if (!w->current && only_queued(w)) return;
@@ -237,7 +238,7 @@ void submit_new(Runtime *rt, Task *t) {
     Worker *w = current_worker_fast();
     if (!(w && w->rt == rt && w->spawned.push(t))) {
         rt->inject.push(t);
-    } else if (may_defer_wakeup(w)) {
+    } else if (rt->nthreads == 1 || may_defer_wakeup(w)) {
         return;
     }
     notify(rt);
