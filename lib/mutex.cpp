@@ -232,17 +232,11 @@ void drop_woken(M *m) {
 
 }  // namespace
 
-int mutex_lock(M *m, bool cancelable) {
-    Worker *w = current_worker_at_entry();
-    Task *self = w ? static_cast<Task *>(w->current) : nullptr;
-    uintptr_t me = owner_id_of(self);
-    if (cancelable && self && self->cancel_pending()) return -ECANCELED;
-    uintptr_t s = 0;
-    if (KIO_LIKELY(m->state.compare_exchange_strong(s, M::kLocked, std::memory_order_acquire,
-                                                    std::memory_order_relaxed))) {
-        m->owner.store(me, std::memory_order_release);
-        return 0;
-    }
+namespace {
+
+// The contended path of mutex_lock (s: the state its first try saw). Kept
+// out of line so the uncontended lock stays a short function.
+KIO_NOINLINE int mutex_lock_contended(M *m, Task *self, uintptr_t me, bool cancelable, uintptr_t s) {
     if ((s & M::kLocked) && m->owner.load(std::memory_order_relaxed) == me) return -EDEADLK;
     bool woken = false;
     uint64_t since = 0;
@@ -274,6 +268,22 @@ int mutex_lock(M *m, bool cancelable) {
         }
         front = true;
     }
+}
+
+}  // namespace
+
+int mutex_lock(M *m, bool cancelable) {
+    Worker *w = current_worker_at_entry();
+    Task *self = w ? static_cast<Task *>(w->current) : nullptr;
+    uintptr_t me = owner_id_of(self);
+    if (cancelable && self && self->cancel_pending()) return -ECANCELED;
+    uintptr_t s = 0;
+    if (KIO_LIKELY(m->state.compare_exchange_strong(s, M::kLocked, std::memory_order_acquire,
+                                                    std::memory_order_relaxed))) {
+        m->owner.store(me, std::memory_order_release);
+        return 0;
+    }
+    return mutex_lock_contended(m, self, me, cancelable, s);
 }
 
 void mutex_unlock_as(M *m, uintptr_t id) {
