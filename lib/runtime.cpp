@@ -165,7 +165,6 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
     rt->creator = pthread_self();
 
     w0->current = &m;
-    w0->running.store(true, std::memory_order_relaxed);
     w0->switched_at.store(now_ns(), std::memory_order_relaxed);
     set_current_worker(w0);
     w0->altstack = debug_thread_start();

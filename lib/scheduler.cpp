@@ -323,17 +323,7 @@ void poll_now(Worker *w, uint64_t now) {
 
 // May w take v's only queued task? Only once v has been busy with the same
 // fiber (no new pick) for kSingleStealDelay.
-bool may_steal_single(Worker *w, Worker *v, uint64_t delay) {
-    uint32_t vt = v->tick.load(std::memory_order_relaxed);
-    uint64_t now = now_ns();
-    if (w->single_victim != v || w->single_tick != vt) {
-        w->single_victim = v;
-        w->single_tick = vt;
-        w->single_since = now;
-        return false;
-    }
-    return now - w->single_since >= delay;
-}
+bool may_steal_single(Worker *w, Worker *v, uint64_t delay) { return w->stuck_for(v, now_ns()) >= delay; }
 
 Task *steal(Worker *w) {
     Runtime *rt = w->rt;
@@ -633,9 +623,7 @@ void migrate_current(Worker *to) {
 
 void run_from_idle(Worker *w, Task *t) {
     w->msg.kind = SwitchMsg::kNothing;
-    w->running.store(true, std::memory_order_relaxed);
     switch_to(w, t);
-    w->running.store(false, std::memory_order_relaxed);
 }
 
 void poll_worker(Worker *w, uint64_t deadline) {

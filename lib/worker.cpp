@@ -86,7 +86,7 @@ Worker *running_other(Worker *w) {
     unsigned n = rt->nstarted.load(std::memory_order_acquire);
     for (unsigned i = 0; i < n; i++) {
         Worker *v = &rt->workers[i];
-        if (v != w && v->running.load(std::memory_order_relaxed)) return v;
+        if (v != w && static_cast<Task *>(v->current)) return v;
     }
     return nullptr;
 }
@@ -103,15 +103,9 @@ bool sleep(Worker *w) {
         if (w->backstop_ns < kBackstopNs) w->backstop_ns = kBackstopNs;
         backstop = now + w->backstop_ns;
         if (backstop < deadline) deadline = backstop;
-        // Start the single-task steal clock on v now, unless it runs since
-        // an earlier look (v has picked nothing since): if v has not picked
-        // anything by the backstop, its queued task is taken at once.
-        uint32_t vt = v->tick.load(std::memory_order_relaxed);
-        if (w->single_victim != v || w->single_tick != vt) {
-            w->single_victim = v;
-            w->single_tick = vt;
-            w->single_since = now;
-        }
+        // Start (or keep) the single-task steal clock on v: if v has not
+        // picked anything by the backstop, its queued task is taken at once.
+        w->stuck_for(v, now);
     } else {
         rt->nsleeping_unbounded.fetch_add(1, std::memory_order_seq_cst);
     }
@@ -158,7 +152,6 @@ void *worker_main(void *arg) {
 void idle_loop(Worker *w) {
     Runtime *rt = w->rt;
     bool backstop = false;  // woke at the backstop: no spinning (find_work took what was stuck)
-    w->running.store(false, std::memory_order_relaxed);  // (worker 0 arrives from its main fiber)
     for (;;) {
         Task *t = find_work(w);
         if (!t && !backstop) t = spin(w);

@@ -58,6 +58,7 @@ struct alignas(kCacheLine) Worker {
 
     // Owner thread only.
     Racy<Task *> current;     // running fiber; nullptr while the idle context runs
+                              // (other workers read it: sleep() in worker.cpp)
     SwitchMsg msg;            // the message of the switch in progress
     void *idle_sp = nullptr;  // saved idle context
     FiberSan idle_san;
@@ -85,7 +86,6 @@ struct alignas(kCacheLine) Worker {
     TimerHeap timers;
     Poller poller;
     std::atomic<uint32_t> tick{0};   // picks so far; owner writes, thieves read
-    std::atomic<bool> running{false};  // a fiber (not the idle context) runs here
     std::atomic<uint32_t> sleep_state{kAwake};
     std::atomic<uint64_t> sleep_until{UINT64_MAX};
     pthread_t thread{};
@@ -103,6 +103,19 @@ struct alignas(kCacheLine) Worker {
 
     static void bump(std::atomic<int64_t> &c) {
         c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    }
+
+    // The single-task steal clock: how long v has gone without picking
+    // anything, as far as this worker has watched (0 when it starts watching
+    // v or sees a new pick).
+    uint64_t stuck_for(Worker *v, uint64_t now) {
+        uint32_t vt = v->tick.load(std::memory_order_relaxed);
+        if (single_victim != v || single_tick != vt) {
+            single_victim = v;
+            single_tick = vt;
+            single_since = now;
+        }
+        return now - single_since;
     }
 
     bool has_local_work() const {
