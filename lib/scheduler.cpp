@@ -165,27 +165,24 @@ bool wake_one_sleeper(Runtime *rt) {
     return false;
 }
 
-}  // namespace
-
-namespace {
-
-// The task just queued on w is w's only queued task.
-inline bool only_queued(Worker *w) {
-    return w->ready.size() + uint32_t(w->spawned.size()) + w->yielded.size() <= 1;
-}
-
-// A fiber running on w made the only queued task of w ready (a condition
-// signal in a ping-pong, a child that finished and wakes its parent, a child
-// spawned to be awaited): most likely it parks or ends soon and w runs the
-// task next. Waking another worker for it would cost both sides a
-// cross-thread round trip, so it is skipped when every sleeper wakes by
-// itself within kBackstopNs (sleep() in worker.cpp); with a sleeper that
-// does not, this pairs with its announcement like notify() does.
-// (A worker not started yet counts as a sleeper without a backstop.)
-bool may_defer_wakeup(Worker *w) {
+// w (the caller's worker) just queued a task on itself: true if no other
+// worker needs waking for it, because
+// - w is the runtime's only worker;
+// - the task is w's only queued one, and either w's idle context queued it
+//   (it runs it next), or a fiber did (a condition signal in a ping-pong, a
+//   child that finished and wakes its parent, a child spawned to be awaited):
+//   that fiber most likely parks or ends soon and w runs the task next. Waking
+//   another worker would cost both a cross-thread round trip, so it is
+//   skipped when every sleeper wakes by itself within kBackstopNs (sleep() in
+//   worker.cpp); with a sleeper that does not, this pairs with its
+//   announcement like notify() does. (A worker not started yet counts as a
+//   sleeper without a backstop.)
+inline bool no_wakeup_needed(Worker *w) {
     Runtime *rt = w->rt;
-    if (!w->current || !only_queued(w) || rt->nstarted.load(std::memory_order_relaxed) < rt->nthreads)
-        return false;
+    if (rt->nthreads == 1) return true;
+    if (w->ready.size() + uint32_t(w->spawned.size()) + w->yielded.size() > 1) return false;
+    if (!w->current) return true;
+    if (rt->nstarted.load(std::memory_order_relaxed) < rt->nthreads) return false;
     light_fence();
     return rt->nsleeping_unbounded.load(std::memory_order_relaxed) == 0;
 }
@@ -223,11 +220,7 @@ void ready(Task *t) {
     if (KIO_UNLIKELY(rt->debug_migrate) && migrate_elsewhere(rt, w, t)) return;
     if (w && w->rt == rt) {
         push_ready(w, t);
-        if (rt->nthreads == 1) return;  // the only worker: it is the caller
-        // An idle context that readies a single fiber is about to run it
-        // itself: nothing for another worker to do.
-        if (!w->current && only_queued(w)) return;
-        if (may_defer_wakeup(w)) return;
+        if (no_wakeup_needed(w)) return;
     } else {
         rt->inject.push(t);
     }
@@ -238,7 +231,7 @@ void submit_new(Runtime *rt, Task *t) {
     Worker *w = current_worker_fast();
     if (!(w && w->rt == rt && w->spawned.push(t))) {
         rt->inject.push(t);
-    } else if (rt->nthreads == 1 || may_defer_wakeup(w)) {
+    } else if (no_wakeup_needed(w)) {
         return;
     }
     notify(rt);
@@ -577,11 +570,7 @@ inline Task *next_yielder(Worker *w) {
     if (KIO_UNLIKELY(tick % kFairnessInterval == 0) || !w->inbox.empty() || !w->migrated.empty() ||
         w->ready.size() || w->spawned.size() > 0)
         return nullptr;
-    Task *t = w->yielded.pop();
-    if (KIO_UNLIKELY(t && !t->sp)) {  // (never: only fibers that ran yield)
-        push_ring(w, w->yielded, t);
-        return nullptr;
-    }
+    Task *t = runnable(w, w->yielded.pop());
     if (t) w->tick.store(tick, std::memory_order_relaxed);
     return t;
 }
