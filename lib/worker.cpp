@@ -100,8 +100,7 @@ bool sleep(Worker *w) {
     uint64_t backstop = 0;
     if (Worker *v = running_other(w)) {
         uint64_t now = now_ns();
-        if (w->backstop_ns < kBackstopNs) w->backstop_ns = kBackstopNs;
-        backstop = now + w->backstop_ns;
+        backstop = now + (kBackstopNs << w->backstop_doublings);
         if (backstop < deadline) deadline = backstop;
         // Start (or keep) the single-task steal clock on v: if v has not
         // picked anything by the backstop, its queued task is taken at once.
@@ -121,19 +120,13 @@ bool sleep(Worker *w) {
         deadline = again;
         w->sleep_until.store(deadline, std::memory_order_seq_cst);
     }
-    bool slept = false;
-    if (!work_visible(w) && !rt->exiting.load(std::memory_order_seq_cst)) {
-        poll_worker(w, deadline);
-        slept = true;
-    }
+    if (!work_visible(w) && !rt->exiting.load(std::memory_order_seq_cst)) poll_worker(w, deadline);
     rt->nsleeping.fetch_sub(1, std::memory_order_seq_cst);
     if (!backstop) rt->nsleeping_unbounded.fetch_sub(1, std::memory_order_seq_cst);
     w->sleep_state.store(Worker::kAwake, std::memory_order_seq_cst);
     w->sleep_until.store(UINT64_MAX, std::memory_order_relaxed);
     fire_all_due(w);
-    bool expired = slept && backstop && deadline == backstop && now_ns() >= backstop;
-    if (!expired) w->backstop_ns = kBackstopNs;
-    return expired;
+    return backstop && now_ns() >= backstop;
 }
 
 void *worker_main(void *arg) {
@@ -158,10 +151,11 @@ void idle_loop(Worker *w) {
         if (t) {
             run_from_idle(w, t);
             backstop = false;
-            w->backstop_ns = kBackstopNs;
+            w->backstop_doublings = 0;
             continue;
         }
-        if (backstop && w->backstop_ns < kBackstopMaxNs) w->backstop_ns *= 2;  // it found nothing
+        // A backstop that found nothing: the next one is twice as long.
+        if (backstop && (kBackstopNs << w->backstop_doublings) < kBackstopMaxNs) w->backstop_doublings++;
         if (rt->exiting.load(std::memory_order_acquire)) return;
         backstop = sleep(w);
     }

@@ -69,7 +69,7 @@ struct alignas(kCacheLine) Worker {
     uint64_t single_since = 0;
     uint32_t rng = 1;
     uint64_t last_poll = 0;
-    uint64_t backstop_ns = 0;   // the next backstop sleep's length (sleep() in worker.cpp)
+    unsigned backstop_doublings = 0;  // of the next backstop sleep (sleep() in worker.cpp)
     Stack stacks[kStackCache];
     size_t nstacks = 0;
     Task *task_cache = nullptr;
