@@ -60,24 +60,37 @@ size_t TimerHeap::fire_expired(uint64_t now) {
     constexpr size_t kBatch = 64;
     Waiter *wake[kBatch];
     size_t fired = 0;
-    for (;;) {
+    for (bool more = true; more;) {
         size_t nw = 0;
         {
             LockGuard<SpinLock> g(lock);
-            while (size_ && heap_[0].deadline <= now && nw < kBatch) {
+            // Two passes: each node sits on a fiber stack that has not been
+            // touched since the fiber parked (a cache and TLB miss apiece, the
+            // main cost of firing many timers). Prefetching the whole batch
+            // first lets those misses overlap instead of queueing one by one.
+            TimerNode *due[kBatch];
+            size_t nd = 0;
+            while (size_ && heap_[0].deadline <= now && nd < kBatch) {
                 TimerNode *n = slots_[heap_[0].slot].node;
+                __builtin_prefetch(waiter_of(n), 1);
+                __builtin_prefetch(n, 1);
+                due[nd++] = n;
                 remove_at(0);
+            }
+            update_next();
+            for (size_t i = 0; i < nd; i++) {
+                TimerNode *n = due[i];
                 Waiter *w = waiter_of(n);
                 Claim c = claim(w, -ETIMEDOUT);
                 n->heap.store(nullptr, std::memory_order_release);
                 if (c == Claim::kWake) wake[nw++] = w;
-                fired++;
             }
-            update_next();
+            fired += nd;
+            more = nd == kBatch;
         }
         for (size_t i = 0; i < nw; i++) wake_claimed(wake[i]);
-        if (nw < kBatch) return fired;
     }
+    return fired;
 }
 
 void TimerHeap::remove_at(uint32_t i) {
