@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <mutex>
 
+#include "fence.h"
 #include "poller.h"
 #include "runqueue.h"
 #include "stack.h"
@@ -85,10 +86,6 @@ constexpr uint64_t kBackupGrace = 2 * 1000 * 1000;
 constexpr uint64_t kBackstopNs = 2 * 1000 * 1000;
 constexpr uint64_t kBackstopMaxNs = 32 * 1000 * 1000;
 
-// Barriers for the producer/sleeper handshake (scheduler.cpp).
-void light_fence();  // producers: after queueing work, before reading sleep state
-void heavy_fence();  // sleepers: after announcing sleep, before looking for work
-void init_fences();  // once per process, before the first runtime runs
 
 // Scheduler entry points (scheduler.cpp).
 void ready(Task *t);                      // a parked fiber may run again (FIFO)

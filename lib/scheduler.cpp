@@ -16,14 +16,7 @@
 // the old fiber back in a run queue, publishes its Waiter, recycles its stack,
 // or hands it to another worker. When a SwitchMsg is handled the old fiber's
 // registers are saved, so whoever finds it may resume it at once.
-#include <unistd.h>
-#if defined(__linux__)
-#include <linux/membarrier.h>
-#include <sys/syscall.h>
-#endif
-
 #include <cerrno>
-#include <mutex>
 
 #include "context.h"
 #include "fd.h"
@@ -42,55 +35,6 @@ constexpr size_t kInjectBatch = 32;
 // partner in a ping-pong) and runs there soon, without a cross-thread trip.
 constexpr uint64_t kSingleStealDelay = 5 * 1000;  // ns
 constexpr uint64_t kMigratedStealDelay = 50 * 1000 * 1000;  // ns: KIO_DEBUG_MIGRATE arrivals
-
-// The handshake between producers (who queue work, then check whether a
-// worker sleeps) and sleepers (who announce sleep, then check for work) is a
-// Dekker pattern: each side needs a full barrier between its store and its
-// load. Producers run on every spawn and wakeup, sleepers rarely, so kio
-// makes the barrier asymmetric where the kernel allows (Linux membarrier,
-// as folly and liburcu do): producers need only a compiler barrier, and a
-// sleeper's membarrier() forces a barrier on every running thread of the
-// process. Elsewhere, and under ThreadSanitizer (which models neither
-// fences nor membarrier), both sides use a full barrier (a sequentially
-// consistent read-modify-write under TSan).
-std::atomic<bool> g_asymmetric{false};
-
-inline void full_fence() {
-#if KIO_TSAN
-    static std::atomic<int> dummy{0};
-    dummy.fetch_add(0, std::memory_order_seq_cst);
-#else
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-#endif
-}
-
-}  // namespace
-
-void light_fence() {
-    if (g_asymmetric.load(std::memory_order_relaxed)) std::atomic_signal_fence(std::memory_order_seq_cst);
-    else full_fence();
-}
-
-void heavy_fence() {
-#if defined(__linux__) && !KIO_TSAN
-    if (g_asymmetric.load(std::memory_order_relaxed) &&
-        syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
-        return;
-#endif
-    full_fence();
-}
-
-void init_fences() {
-#if defined(__linux__) && !KIO_TSAN
-    static std::once_flag once;
-    std::call_once(once, [] {
-        if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
-            g_asymmetric.store(true, std::memory_order_relaxed);
-    });
-#endif
-}
-
-namespace {
 
 uint32_t next_rand(Worker *w) {
     uint32_t x = w->rng;  // xorshift32
