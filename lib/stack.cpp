@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <new>
@@ -18,6 +19,38 @@ namespace kio {
 namespace {
 constexpr size_t kRegionMin = size_t(4) << 20;   // first region: 4 MiB
 constexpr size_t kRegionMax = size_t(256) << 20;  // regions grow up to 256 MiB
+
+// True if a read of the page at p fails, checked without touching it: the
+// kernel copies from it into a pipe and reports EFAULT.
+bool unreadable(const void *p) {
+    int fds[2];
+    if (pipe(fds) != 0) return true;  // cannot check: trust the caller
+    bool fault = write(fds[1], p, 1) < 0 && errno == EFAULT;
+    close(fds[0]);
+    close(fds[1]);
+    return fault;
+}
+
+// Whether madvise(MADV_GUARD_INSTALL) (Linux 6.13) really guards: a guard
+// region costs no mapping of its own, unlike mprotect, which splits the
+// reservation once per stack. An emulator may accept the advice and ignore
+// it (qemu-user returns 0 for advice it does not know), which would leave
+// every stack unguarded, so the first success is verified once.
+enum : int { kGuardUnknown, kGuardWorks, kGuardIgnored };
+std::atomic<int> g_madvise_guard{kGuardUnknown};
+
+bool install_guard(char *page, size_t ps) {
+    if (g_madvise_guard.load(std::memory_order_relaxed) != kGuardIgnored &&
+        madvise(page, ps, MADV_GUARD_INSTALL) == 0) {
+        if (g_madvise_guard.load(std::memory_order_relaxed) == kGuardWorks) return true;
+        if (unreadable(page)) {
+            g_madvise_guard.store(kGuardWorks, std::memory_order_relaxed);
+            return true;
+        }
+        g_madvise_guard.store(kGuardIgnored, std::memory_order_relaxed);
+    }
+    return mprotect(page, ps, PROT_NONE) == 0;
+}
 }  // namespace
 
 size_t StackPool::page_size() {
@@ -61,8 +94,7 @@ bool StackPool::carve(size_t size, Stack *out) {
     }
     char *guard = r->base + r->used;
     r->used += need;
-    if (madvise(guard, ps, MADV_GUARD_INSTALL) != 0 && mprotect(guard, ps, PROT_NONE) != 0)
-        unguarded_.fetch_add(1, std::memory_order_relaxed);
+    if (!install_guard(guard, ps)) unguarded_.fetch_add(1, std::memory_order_relaxed);
     out->base = guard + ps;
     out->size = size;
     (void)KIO_VALGRIND_STACK_REGISTER(out->base, out->size);
