@@ -11,6 +11,9 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
 #include <unistd.h>
 
 #include <atomic>
@@ -511,6 +514,9 @@ void install_fault_handlers() {
 // Gives the calling thread (a worker's) an alternate signal stack so that a
 // stack overflow can be reported. Returns the stack to free at exit.
 void *debug_thread_start() {
+#if defined(__linux__)
+    if (Worker *w = current_worker()) w->os_tid = long(syscall(SYS_gettid));
+#endif
     install_fault_handlers();
     constexpr size_t kAlt = 64 * 1024;
     void *mem = mmap(nullptr, kAlt, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -540,7 +546,30 @@ void debug_thread_stop(void *altstack) {
     munmap(altstack, 64 * 1024);
 }
 
+// Every live runtime, for debuggers (scripts/kio-gdb.py) that cannot read a
+// thread's kio::tls_worker (a remote target such as qemu-user's gdb stub);
+// they match Worker::os_tid to their threads instead.
+static std::mutex g_debug_runtimes_lock;
+__attribute__((used)) Runtime *g_debug_runtimes = nullptr;
+
+static void debug_list_add(Runtime *rt) {
+    std::lock_guard<std::mutex> g(g_debug_runtimes_lock);
+    rt->debug_next = g_debug_runtimes;
+    g_debug_runtimes = rt;
+}
+
+static void debug_list_remove(Runtime *rt) {
+    std::lock_guard<std::mutex> g(g_debug_runtimes_lock);
+    for (Runtime **p = &g_debug_runtimes; *p; p = &(*p)->debug_next) {
+        if (*p == rt) {
+            *p = rt->debug_next;
+            return;
+        }
+    }
+}
+
 int debug_runtime_start(Runtime *rt) {
+    debug_list_add(rt);
     if (!rt->dump_signal && !rt->stall_ns) return 0;
     rt->monitor = new (std::nothrow) Monitor(rt);
     if (!rt->monitor) return -ENOMEM;
@@ -581,6 +610,7 @@ int debug_runtime_start(Runtime *rt) {
 }
 
 void debug_runtime_stop(Runtime *rt) {
+    debug_list_remove(rt);
     for (auto &slot : g_signal_runtimes) {
         Runtime *expected = rt;
         slot.compare_exchange_strong(expected, nullptr);

@@ -56,6 +56,7 @@ struct Runtime : kio_runtime {
     int dump_signal = 0;
     class Monitor *monitor = nullptr;  // thread for the stall watchdog and dump signal
     struct Background *background = nullptr;  // set for runtimes made by kio_runtime_start
+    Runtime *debug_next = nullptr;     // the list of live runtimes for debuggers (debug.cpp)
 
     Task main;                                   // the main fiber (thread stack, not pooled)
     pthread_t creator{};

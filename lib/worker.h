@@ -100,6 +100,7 @@ struct alignas(kCacheLine) Worker {
     std::atomic<int64_t> stall_epoch{0};     // stall watchdog: bumped with switched_at
     std::atomic<uint64_t> switched_at{0};  // stall watchdog: when `current` started running
     void *altstack = nullptr;              // signal stack of this worker's thread
+    long os_tid = 0;  // its kernel thread id (Linux), for debuggers that cannot read TLS
 
     static void bump(std::atomic<int64_t> &c) {
         c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_release);

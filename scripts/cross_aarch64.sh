@@ -31,12 +31,11 @@
 #      hardware, so: KIO_STRESS_SCALE=5 (percent of the stress iteration
 #      counts), KIO_TIME_SLACK=10 (the suite's multiplier for timing upper
 #      bounds, as in the sanitizer builds), --timeout-multiplier 4.
-#      The one test that cannot run under qemu-user (the gdb test runs the
-#      host's gdb on the aarch64 binary) is left out and reported (details in
-#      step 4). KIO_QEMU_STRICT=1 runs it too.
+#      Every test runs, the gdb helper's through gdb-multiarch attached to
+#      qemu's gdb stub (details in step 4).
 #
 # Environment: BUILD (default build-aarch64), AARCH64_DEPS (default
-# build-aarch64-deps), KIO_STRESS_SCALE, KIO_TIME_SLACK, KIO_QEMU_STRICT.
+# build-aarch64-deps), KIO_STRESS_SCALE, KIO_TIME_SLACK.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -244,17 +243,16 @@ wrapper=(qemu-aarch64 -L /usr/aarch64-linux-gnu -E
 # KIO_TEST_EXE_WRAPPER (the emulator is a host program, which the emulated
 # process may execute).
 [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || export KIO_TEST_EXE_WRAPPER="${wrapper[*]}"
-# Tests that cannot work under qemu-user, each with the reason:
-#  - meson tests that run a build-machine tool on the aarch64 binaries: 'gdb'
-#    (test/gdb/gdb_test.sh starts the host's gdb on test/gdb_target).
-# (The stack-overflow reports run: qemu-user accepts MADV_GUARD_INSTALL and
+# The gdb helper test runs gdb-multiarch against qemu's gdb stub (see
+# test/gdb/gdb_test.sh; its core-file part does not apply under qemu-user).
+# The stack-overflow reports run too: qemu-user accepts MADV_GUARD_INSTALL and
 # ignores it, which kio detects and answers with mprotect guards, and the
-# death test forks without re-executing when KIO_TEST_EXE_WRAPPER is set.)
-# KIO_QEMU_STRICT=1 runs everything in the main run instead.
-skip_tests=()  # meson test names
-if [ "${KIO_QEMU_STRICT:-0}" != 1 ]; then
-    skip_tests=(gdb)
-fi
+# death test forks without re-executing when KIO_TEST_EXE_WRAPPER is set.
+export KIO_GDB_QEMU="qemu-aarch64 -L /usr/aarch64-linux-gnu -E LD_LIBRARY_PATH=$DEPS/sysroot/usr/lib/aarch64-linux-gnu:$DEPS/sysroot/lib/aarch64-linux-gnu"
+export KIO_GDB_SYSROOT=/usr/aarch64-linux-gnu
+case "$BUILD" in /*) build_abs=$BUILD ;; *) build_abs=$ROOT/$BUILD ;; esac
+export KIO_GDB_SOLIB_PATH="$DEPS/sysroot/usr/lib/aarch64-linux-gnu:$DEPS/sysroot/lib/aarch64-linux-gnu:$build_abs"
+skip_tests=()  # meson test names that cannot run under qemu-user (none now)
 mapfile -t all_tests < <(meson test -C "$BUILD" --list 2>/dev/null | sed -n 's/^kio:[^ ]* \/ //p' | sort -u)
 run_tests=()
 for t in "${all_tests[@]}"; do

@@ -25,7 +25,9 @@
 #
 # How it works. Runtimes are found through the thread-local kio::tls_worker
 # of each thread (every worker thread, the creating thread included, has it
-# set for the runtime's whole life). Tasks live in the slabs of the runtime's
+# set for the runtime's whole life), or, where gdb cannot read thread-local
+# storage (qemu-user's gdb stub), through the list kio::g_debug_runtimes,
+# matching each worker's os_tid to a thread. Tasks live in the slabs of the runtime's
 # TaskPool (lib/task.h), plus the runtime's main fiber (Runtime::main). A
 # suspended task's Task::sp points at the register block kio_ctx_switch saved
 # on its stack (asm/switch_*.S). To unwind it, the script installs a gdb
@@ -36,8 +38,8 @@
 # of the process is written, so it works on core files too.
 #
 # Requires: gdb with Python (tested with gdb 13), and libkio built with debug
-# information (the default debugoptimized build has it). x86-64 is tested;
-# aarch64 follows the same block layout description but is untested.
+# information (the default debugoptimized build has it). Tested on x86-64
+# and on aarch64 (gdb-multiarch against qemu-user's gdb stub).
 
 import re
 import struct
@@ -146,7 +148,37 @@ class Runtime:
 
 
 def find_runtimes():
-    """The runtimes of the inferior, found through each thread's kio::tls_worker."""
+    """The runtimes of the inferior, found through each thread's kio::tls_worker,
+    or through kio::g_debug_runtimes when gdb cannot read thread-local storage."""
+    return find_runtimes_by_tls() or find_runtimes_by_list()
+
+
+def find_runtimes_by_list():
+    """Walks kio::g_debug_runtimes (lib/debug.cpp) and matches each worker's
+    os_tid to a thread's LWP (a remote target such as qemu-user's gdb stub
+    gives no access to thread-local storage)."""
+    try:
+        rt_ptr = gdb.parse_and_eval("kio::g_debug_runtimes")
+    except gdb.error:
+        return []
+    by_lwp = {}
+    for th in gdb.selected_inferior().threads():
+        if th.is_valid():
+            by_lwp[th.ptid[1]] = th
+    found = []
+    while _u(rt_ptr) != 0 and len(found) < 1024:
+        if int(atomic(rt_ptr.dereference()["magic"])) == RUNTIME_MAGIC_LIVE:
+            rt = Runtime(rt_ptr)
+            for i in range(rt.nstarted()):
+                th = by_lwp.get(int(rt.worker(i)["os_tid"]))
+                if th is not None:
+                    rt.threads[i] = th
+            found.append(rt)
+        rt_ptr = rt_ptr.dereference()["debug_next"]
+    return found
+
+
+def find_runtimes_by_tls():
     inferior = gdb.selected_inferior()
     keep = gdb.selected_thread()
     found = {}
@@ -439,7 +471,7 @@ class KioRuntimes(gdb.Command):
     def invoke(self, arg, from_tty):
         rts = find_runtimes()
         if not rts:
-            print("kio: no runtime found (no thread has kio::tls_worker set)")
+            print("kio: no runtime found (no thread has kio::tls_worker set, kio::g_debug_runtimes is empty)")
         for rt in rts:
             ths = ", ".join("worker %d = gdb thread %d" % (i, th.num) for i, th in sorted(rt.threads.items()))
             print("runtime 0x%x: %d of %d workers started (%s)" % (rt.addr, rt.nstarted(), rt.nthreads(), ths))
@@ -456,7 +488,7 @@ class KioTasks(gdb.Command):
         arg = arg.strip()
         rts = [runtime_at(arg)] if arg else find_runtimes()
         if not rts:
-            print("kio: no runtime found (no thread has kio::tls_worker set)")
+            print("kio: no runtime found (no thread has kio::tls_worker set, kio::g_debug_runtimes is empty)")
             return
         for rt in rts:
             print("runtime 0x%x: %d of %d workers started" % (rt.addr, rt.nstarted(), rt.nthreads()))
@@ -488,7 +520,7 @@ handle or a kio::Task *). BT-OPTIONS are passed to `backtrace` (full, a count...
         spec, bt_args = args[0], " ".join(args[1:])
         runtimes = find_runtimes()
         if not runtimes:
-            raise gdb.GdbError("kio: no runtime found (no thread has kio::tls_worker set)")
+            raise gdb.GdbError("kio: no runtime found (no thread has kio::tls_worker set, kio::g_debug_runtimes is empty)")
         keep_thread = gdb.selected_thread()
         keep_frame = gdb.selected_frame().level() if keep_thread is not None else 0
         try:

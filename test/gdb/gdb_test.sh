@@ -13,12 +13,23 @@
 #    write core files into the working directory (core_pattern is a pipe or
 #    a path elsewhere).
 # Exit 77 (meson: skipped) when gdb is missing or cannot trace processes.
+#
+# An emulated target (scripts/cross_aarch64.sh): KIO_GDB_QEMU is the qemu-user
+# command that runs it (e.g. "qemu-aarch64 -L SYSROOT"); the live process then
+# runs under qemu's gdb stub and gdb-multiarch attaches with `target remote`.
+# KIO_GDB_SYSROOT and KIO_GDB_SOLIB_PATH tell gdb where the target's libraries
+# are. qemu-user's own core files do not record where the program and its
+# libraries were loaded, so the core part is skipped there (with a note).
 set -uo pipefail
 
 TARGET=$(readlink -f "$1")
 SCRIPT=$(readlink -f "$2")
-GDB=${GDB:-gdb}
-command -v "$GDB" >/dev/null || { echo "gdb not found: skipped"; exit 77; }
+QEMU=${KIO_GDB_QEMU:-}
+if [ -n "$QEMU" ]; then GDB=${GDB:-gdb-multiarch}; else GDB=${GDB:-gdb}; fi
+command -v "$GDB" >/dev/null || { echo "$GDB not found: skipped"; exit 77; }
+gdb_setup=()
+[ -n "${KIO_GDB_SYSROOT:-}" ] && gdb_setup+=(-ex "set sysroot $KIO_GDB_SYSROOT")
+[ -n "${KIO_GDB_SOLIB_PATH:-}" ] && gdb_setup+=(-ex "set solib-search-path $KIO_GDB_SOLIB_PATH")
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -38,7 +49,27 @@ section() {  # file, task name
 
 run_gdb() {  # output file, gdb arguments...
     local out=$1; shift
-    timeout 300 "$GDB" -nx -batch -x "$SCRIPT" "$@" >"$out" 2>&1
+    timeout 300 "$GDB" -nx -batch -x "$SCRIPT" ${gdb_setup[@]+"${gdb_setup[@]}"} "$@" >"$out" 2>&1
+}
+
+# The gdb commands that start the target and stop at its first breakpoint:
+# `run`, or, under qemu-user, the gdb stub of an emulator started here
+# (QEMU_PID; it exits with the program).
+QEMU_PID=
+start_target() {  # prints the gdb arguments
+    if [ -z "$QEMU" ]; then
+        echo "-ex run"
+        return
+    fi
+    local port=$((20000 + RANDOM % 20000))
+    $QEMU -g "$port" "$TARGET" >"qemu.$port.out" 2>&1 &
+    QEMU_PID=$!
+    # Wait for the stub to listen (not by connecting: it takes one client).
+    for _ in $(seq 100); do
+        grep -qi ":$(printf '%04X' "$port") 00000000:0000 0A" /proc/net/tcp /proc/net/tcp6 2>/dev/null && break
+        sleep 0.1
+    done
+    echo "-ex target_remote_:$port -ex continue"
 }
 
 # kio bt for the task whose id is in the program's global NAME_id, by number.
@@ -47,7 +78,7 @@ bt_by_id() { echo "python gdb.execute('kio bt %d' % int(gdb.parse_and_eval('$1_i
 check_listing() {  # file, label
     local f=$1 l=$2
     expect "$f" "^runtime 0x[0-9a-f]+: 2 of 2 workers started" "$l: runtime header"
-    expect "$f" "^  task 1 'main': running on worker 0 \(gdb thread [0-9]+\)$" "$l: main running"
+    expect "$f" "^  task 1 'main': running on worker [0-9]+ \(gdb thread ${MAIN_THREAD:-[0-9]+}\)$" "$l: main running"
     expect "$f" "^  task [0-9]+ 'alpha': parked: sleep until (now\+3[0-9]{3}\.[0-9]{3} s|kio_now\(\)=[0-9]+)$" "$l: alpha sleeping"
     expect "$f" "^  task [0-9]+ 'beta': parked: mutex 0x[0-9a-f]+ held by task 1$" "$l: beta on the mutex main holds"
     expect "$f" "^  task [0-9]+ 'gamma': parked: condition 0x[0-9a-f]+$" "$l: gamma on the condition"
@@ -77,7 +108,9 @@ check_bts() {  # file, label
 # ---------------------------------------------------------------------------
 # 1. Live process.
 echo "== live process"
-run_gdb live.txt -ex 'set pagination off' -ex 'break kio_gdb_target_ready' -ex 'run' \
+read -ra start <<<"$(start_target)"
+start=("${start[@]//target_remote_/target remote }")
+run_gdb live.txt -ex 'set pagination off' -ex 'break kio_gdb_target_ready' "${start[@]}" \
     -ex 'echo ==tasks==\n' -ex 'kio tasks' \
     -ex 'echo ==bt==\n' \
     -ex "$(bt_by_id alpha)" -ex "$(bt_by_id beta)" -ex "$(bt_by_id gamma)" \
@@ -93,7 +126,10 @@ if grep -q "ptrace: Operation not permitted\|Could not trace the inferior proces
     echo "gdb cannot trace processes here: skipped"
     exit 77
 fi
+[ -n "$QEMU_PID" ] && wait "$QEMU_PID"
 GAMMA_ID=$(sed -n '/==gamma-id==/{n;s/^\$[0-9]* = //p}' live.txt)
+# The gdb thread that stopped at the breakpoint runs the main fiber.
+MAIN_THREAD=$(sed -n 's/^Thread \([0-9]*\) .*hit Breakpoint.*/\1/p' live.txt | head -n 1)
 sed -n '/==tasks==/,/==bt==/p' live.txt >live.tasks
 sed -n '/==bt==/,/==bt-by-name==/p' live.txt >live.bt
 sed -n '/==bt-by-name==/,/==thread-bt==/p' live.txt >live.bt3
@@ -115,6 +151,9 @@ if grep -q "Python Exception\|Error occurred in Python" live.txt; then fail "liv
 echo "== core file"
 rm -f core core.*
 pattern=$(cat /proc/sys/kernel/core_pattern 2>/dev/null || echo "?")
+if [ -n "$QEMU" ]; then
+    echo "note: core part skipped under qemu-user (its core files lack the load addresses gdb needs)"
+else
 ( ulimit -c unlimited 2>/dev/null
   timeout 300 "$GDB" -nx -batch -ex 'break kio_gdb_target_ready' -ex 'run' -ex 'signal SIGABRT' \
       "$TARGET" >abort.txt 2>&1 )
@@ -128,9 +167,10 @@ else
         "$TARGET" "$corefile"
     sed -n '/==tasks==/,/==bt==/p' core.txt >core.tasks
     sed -n '/==bt==/,/==end==/p' core.txt >core.bt
-    GAMMA_ID= check_listing core.tasks core
+    GAMMA_ID= MAIN_THREAD= check_listing core.tasks core
     check_bts core.bt core
     if grep -q "Python Exception\|Error occurred in Python" core.txt; then fail "core: Python errors"; fi
+fi
 fi
 
 if [ "$failures" -ne 0 ]; then
