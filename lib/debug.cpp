@@ -382,9 +382,12 @@ class Monitor {
     void capture(Worker *w, Task *t, void *uc) {
         StallCapture &c = caps_[w->index % 64];
         if (c.full.load(std::memory_order_acquire)) return;  // the last one is not printed yet
+        // The episode may have ended while the signal was on its way.
+        uint64_t ran = now_ns() - w->switched_at.load(std::memory_order_relaxed);
+        if (int64_t(ran) < int64_t(rt_->stall_ns)) return;
         c.id = t->id;
         memcpy(c.name, t->name, sizeof c.name);
-        c.ran_ns = now_ns() - w->switched_at.load(std::memory_order_relaxed);
+        c.ran_ns = ran;
         c.worker = w->index;
         c.n = 0;
 #if KIO_HAVE_UNWIND
@@ -437,7 +440,8 @@ class Monitor {
             int64_t sw = w->stall_epoch.load(std::memory_order_acquire);
             uint64_t since = w->switched_at.load(std::memory_order_relaxed);
             Task *t = w->current;
-            if (!t || !since || now - since < rt_->stall_ns) continue;
+            // (since > now: the worker switched after `now` was read.)
+            if (!t || !since || since > now || now - since < rt_->stall_ns) continue;
             if (reported_[i % 64] == sw) continue;  // this episode was reported
             reported_[i % 64] = sw;
             pthread_t th = i == 0 ? rt_->creator : w->thread;
