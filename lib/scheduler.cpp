@@ -1,7 +1,8 @@
 // The scheduler: where fibers go when they become runnable, how a worker picks
 // the next one, and the switch-then-publish protocol every park goes through.
 //
-// Picking order on a worker (find_work):
+// Picking order on a worker (find_work; pick_next inlines its local part
+// into the switch sites):
 //   every kFairnessInterval picks: fire due timers, poll the poller if it has
 //     not been polled for kPollInterval, then take the inbox, the injection
 //     queue or the FIFO ring before anything else (so woken fibers, injected
@@ -194,7 +195,7 @@ namespace {
 // memory for a default-size stack (the task then waits in the injection
 // queue for a later try; a stack of another size was allocated at spawn, so
 // that kio_spawn_ex could report -ENOMEM).
-KIO_NOINLINE bool prepare_fiber(Worker *w, Task *t) {
+bool prepare_fiber(Worker *w, Task *t) {
     Runtime *rt = w->rt;
     Stack s = t->stack;  // tasks with their own stack size got it at spawn
     if (!s.base) {
@@ -318,7 +319,21 @@ Task *fairness_pick(Worker *w) {
 
 }  // namespace
 
-Task *find_work(Worker *w) {
+namespace {
+
+// find_work's second half: work from elsewhere (injection queue, due timers,
+// other workers). Out of line, so the common pick below stays small enough to
+// inline into every switch site.
+KIO_NOINLINE Task *find_remote_work(Worker *w) {
+    Task *t;
+    if ((t = runnable(w, take_injected(w)))) return t;
+    if (w->timers.next_deadline() != UINT64_MAX && w->timers.fire_expired(now_ns()) &&
+        (t = runnable(w, w->ready.pop())))
+        return t;
+    return runnable(w, steal(w));
+}
+
+__attribute__((always_inline)) inline Task *pick_next(Worker *w) {
     Task *t;
     uint32_t tick = w->tick.load(std::memory_order_relaxed) + 1;
     w->tick.store(tick, std::memory_order_relaxed);
@@ -335,12 +350,12 @@ Task *find_work(Worker *w) {
     if ((t = runnable(w, w->ready.pop()))) return t;
     if (w->spawned.size() > 0 && (t = runnable(w, w->spawned.pop()))) return t;
     if ((t = runnable(w, w->yielded.pop()))) return t;
-    if ((t = runnable(w, take_injected(w)))) return t;
-    if (w->timers.next_deadline() != UINT64_MAX && w->timers.fire_expired(now_ns()) &&
-        (t = runnable(w, w->ready.pop())))
-        return t;
-    return runnable(w, steal(w));
+    return find_remote_work(w);
 }
+
+}  // namespace
+
+Task *find_work(Worker *w) { return pick_next(w); }
 
 // ---------------------------------------------------------------------------
 // Switching
@@ -496,7 +511,7 @@ void park_current(Waiter *wt, PublishFn publish, void *arg, uint64_t deadline, b
                   int kind) {
     Worker *w = current_worker();
     Worker::bump(w->n_parks[kind]);
-    Task *next = find_work(w);
+    Task *next = pick_next(w);
     SwitchMsg &m = w->msg;
     m.kind = SwitchMsg::kPublish;
     m.waiter = wt;
@@ -529,7 +544,7 @@ int yield_current() {
     Worker *w = current_worker();
     Task *next = nullptr;
     if (KIO_LIKELY(!w->rt->debug_migrate)) next = next_yielder(w);
-    if (!next) next = find_work(w);
+    if (!next) next = pick_next(w);
     if (!next) {  // nothing else is runnable here
         if (KIO_UNLIKELY(w->rt->stall_ns)) stall_episode_ends(w);
         // KIO_DEBUG_MIGRATE: leave through the idle context all the same,
@@ -552,7 +567,7 @@ void migrate_current(Worker *to) {
 
 [[noreturn]] void exit_fiber() {
     Worker *w = current_worker();
-    Task *next = find_work(w);
+    Task *next = pick_next(w);
     w->msg.kind = SwitchMsg::kRecycle;
     switch_to(w, next);
     __builtin_unreachable();
