@@ -52,24 +52,36 @@ run_gdb() {  # output file, gdb arguments...
     timeout 300 "$GDB" -nx -batch -x "$SCRIPT" ${gdb_setup[@]+"${gdb_setup[@]}"} "$@" >"$out" 2>&1
 }
 
-# The gdb commands that start the target and stop at its first breakpoint:
-# `run`, or, under qemu-user, the gdb stub of an emulator started here
-# (QEMU_PID; it exits with the program).
+# Sets `start` to the gdb commands that start the target and stop at its
+# first breakpoint: `run`, or, under qemu-user, `target remote` to the gdb
+# stub of an emulator started here (QEMU_PID; it exits with the program).
 QEMU_PID=
-start_target() {  # prints the gdb arguments
+start=()
+start_target() {
     if [ -z "$QEMU" ]; then
-        echo "-ex run"
+        start=(-ex run)
         return
     fi
-    local port=$((20000 + RANDOM % 20000))
-    $QEMU -g "$port" "$TARGET" >"qemu.$port.out" 2>&1 &
-    QEMU_PID=$!
-    # Wait for the stub to listen (not by connecting: it takes one client).
-    for _ in $(seq 100); do
-        grep -qi ":$(printf '%04X' "$port") 00000000:0000 0A" /proc/net/tcp /proc/net/tcp6 2>/dev/null && break
-        sleep 0.1
+    local port tries
+    for tries in 1 2 3 4 5; do
+        port=$((20000 + RANDOM % 20000))
+        $QEMU -g "$port" "$TARGET" >"qemu.$port.out" 2>&1 &
+        QEMU_PID=$!
+        # Wait for the stub to listen (not by connecting: it takes one client).
+        for _ in $(seq 100); do
+            if grep -qi ":$(printf '%04X' "$port") 00000000:0000 0A" /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
+                start=(-ex "target remote :$port" -ex continue)
+                return
+            fi
+            kill -0 "$QEMU_PID" 2>/dev/null || break  # port taken: try another
+            sleep 0.1
+        done
+        kill "$QEMU_PID" 2>/dev/null
+        wait "$QEMU_PID" 2>/dev/null
     done
-    echo "-ex target_remote_:$port -ex continue"
+    echo "qemu's gdb stub did not start (see qemu.*.out)"
+    cat qemu.*.out
+    exit 1
 }
 
 # kio bt for the task whose id is in the program's global NAME_id, by number.
@@ -108,8 +120,7 @@ check_bts() {  # file, label
 # ---------------------------------------------------------------------------
 # 1. Live process.
 echo "== live process"
-read -ra start <<<"$(start_target)"
-start=("${start[@]//target_remote_/target remote }")
+start_target
 run_gdb live.txt -ex 'set pagination off' -ex 'break kio_gdb_target_ready' "${start[@]}" \
     -ex 'echo ==tasks==\n' -ex 'kio tasks' \
     -ex 'echo ==bt==\n' \
