@@ -516,7 +516,8 @@ void install_fault_handlers() {
 }  // namespace
 
 // Gives the calling thread (a worker's) an alternate signal stack so that a
-// stack overflow can be reported. Returns the stack to free at exit.
+// stack overflow can be reported, and records its kernel thread id in its
+// Worker for debuggers (os_tid). Returns the stack to free at exit.
 void *debug_thread_start() {
 #if defined(__linux__)
     if (Worker *w = current_worker()) w->os_tid = long(syscall(SYS_gettid));
@@ -553,16 +554,19 @@ void debug_thread_stop(void *altstack) {
 // Every live runtime, for debuggers (scripts/kio-gdb.py) that cannot read a
 // thread's kio::tls_worker (a remote target such as qemu-user's gdb stub);
 // they match Worker::os_tid to their threads instead.
-static std::mutex g_debug_runtimes_lock;
 __attribute__((used)) Runtime *g_debug_runtimes = nullptr;
 
-static void debug_list_add(Runtime *rt) {
+namespace {
+
+std::mutex g_debug_runtimes_lock;
+
+void debug_list_add(Runtime *rt) {
     std::lock_guard<std::mutex> g(g_debug_runtimes_lock);
     rt->debug_next = g_debug_runtimes;
     g_debug_runtimes = rt;
 }
 
-static void debug_list_remove(Runtime *rt) {
+void debug_list_remove(Runtime *rt) {
     std::lock_guard<std::mutex> g(g_debug_runtimes_lock);
     for (Runtime **p = &g_debug_runtimes; *p; p = &(*p)->debug_next) {
         if (*p == rt) {
@@ -571,6 +575,8 @@ static void debug_list_remove(Runtime *rt) {
         }
     }
 }
+
+}  // namespace
 
 int debug_runtime_start(Runtime *rt) {
     debug_list_add(rt);
