@@ -156,10 +156,6 @@ void wake_worker(Worker *w) {
 
 void ready(Task *t) {
     Runtime *rt = t->rt;
-    // The fiber's saved registers sit on a stack that may not have been
-    // touched for a long time (a sleeper woken by its timer): start loading
-    // them now, so resuming it does not stall on the miss.
-    if (void *sp = t->sp) __builtin_prefetch(sp);
     if (t->home) {  // pinned: only its own worker may run it
         t->home->inbox.push(t);
         if (t->home != current_worker_fast()) wake_worker(t->home);
