@@ -121,11 +121,16 @@ class Deque {
     // Owner only. False only if growing failed (out of memory).
     bool push(Task *t) {
         int64_t b = bottom_.load(std::memory_order_relaxed);
-        int64_t tp = top_.load(std::memory_order_acquire);
         Array *a = array_.load(std::memory_order_relaxed);
-        if (b - tp >= int64_t(a->cap)) {
-            a = grow(a, tp, b);
-            if (!a) return false;
+        // top_ only grows, so the cached copy can only overstate how full the
+        // array is. Re-reading top_ on every push would fetch the line a thief
+        // just wrote, a cross-core miss per spawn while it steals.
+        if (b - top_seen_ >= int64_t(a->cap)) {
+            int64_t tp = top_seen_ = top_.load(std::memory_order_acquire);
+            if (b - tp >= int64_t(a->cap)) {
+                a = grow(a, tp, b);
+                if (!a) return false;
+            }
         }
         a->at(b).store(t, std::memory_order_relaxed);
         bottom_.store(b + 1, std::memory_order_release);
@@ -196,6 +201,7 @@ class Deque {
     alignas(kCacheLine) std::atomic<int64_t> top_{0};
     alignas(kCacheLine) std::atomic<int64_t> bottom_{0};
     std::atomic<Array *> array_{nullptr};
+    int64_t top_seen_ = 0;  // owner only: a value top_ had (see push)
 };
 
 class TaskQueue {

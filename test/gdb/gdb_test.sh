@@ -110,7 +110,7 @@ check_bt() {  # file, label, task name, function...
 }
 
 check_bts() {  # file, label
-    check_bt "$1" "$2" alpha wait_here_alpha kio_sleep_until run_alpha
+    check_bt "$1" "$2" alpha wait_here_alpha kio_sleep run_alpha
     check_bt "$1" "$2" beta wait_here_beta kio_mutex_lock run_beta
     check_bt "$1" "$2" gamma wait_here_gamma kio_cond_wait run_gamma
     check_bt "$1" "$2" delta wait_here_delta kio_await run_delta
