@@ -41,6 +41,11 @@ class Poller {
     // Rings the doorbell. Any thread.
     void wake();
 
+    // Collects readiness without blocking, for another thread than the owner
+    // (an idle worker covering for an owner stuck in a fiber). Uses its own
+    // event buffer and leaves the doorbell for the owner. Returns the count.
+    int poll_foreign(PollEvent *out, int max);
+
     // Registers fd, edge-triggered for reading and writing (and errors), with
     // `token` reported in its events. Returns 0 or a negative errno.
     int add(int fd, void *token);
@@ -58,6 +63,11 @@ class Poller {
 #endif
     void *buf_ = nullptr;      // kernel event buffer (kMaxBatch entries), kept off fiber stacks
     static constexpr int kMaxBatch = 64;
+    static constexpr int kForeignBatch = 16;  // poll_foreign's buffer lives on the caller's stack
+
+    // Turns n kernel events into PollEvents; the doorbell is drained (owner)
+    // or left alone (foreign poll).
+    int translate(void *kernel_events, int n, PollEvent *out, bool owner);
 };
 
 }  // namespace kio

@@ -88,11 +88,24 @@ int Poller::wait(PollEvent *out, int max, uint64_t deadline) {
         n = epoll_wait(fd_, evs, max, ms);
     }
     if (n < 0) return 0;  // EINTR: the caller re-checks its queues and waits again
+    return translate(evs, n, out, true);
+}
+
+int Poller::poll_foreign(PollEvent *out, int max) {
+    epoll_event evs[kForeignBatch];  // not buf_: the owner may be polling right now
+    if (max > kForeignBatch) max = kForeignBatch;
+    int n = epoll_wait(fd_, evs, max, 0);
+    return n > 0 ? translate(evs, n, out, false) : 0;
+}
+
+int Poller::translate(void *kernel_events, int n, PollEvent *out, bool owner) {
+    auto *evs = static_cast<epoll_event *>(kernel_events);
     int k = 0;
     for (int i = 0; i < n; i++) {
         if (evs[i].data.ptr == &g_bell_token) {
+            // Level-triggered: left unread, it stays for the owner's next wait.
             uint64_t v;
-            (void)!read(bell_fd_, &v, sizeof v);
+            if (owner) (void)!read(bell_fd_, &v, sizeof v);
             continue;
         }
         uint32_t e = 0;

@@ -63,9 +63,26 @@ int Poller::wait(PollEvent *out, int max, uint64_t deadline) {
     }
     int n = kevent(fd_, nullptr, 0, evs, max, tsp);
     if (n < 0) return 0;  // EINTR: the caller re-checks its queues and waits again
+    return translate(evs, n, out, true);
+}
+
+int Poller::poll_foreign(PollEvent *out, int max) {
+    struct kevent evs[kForeignBatch];  // not buf_: the owner may be polling right now
+    if (max > kForeignBatch) max = kForeignBatch;
+    timespec zero{0, 0};
+    int n = kevent(fd_, nullptr, 0, evs, max, &zero);
+    return n > 0 ? translate(evs, n, out, false) : 0;
+}
+
+int Poller::translate(void *kernel_events, int n, PollEvent *out, bool owner) {
+    auto *evs = static_cast<struct kevent *>(kernel_events);
     int k = 0;
     for (int i = 0; i < n; i++) {
-        if (evs[i].filter == EVFILT_USER) continue;
+        if (evs[i].filter == EVFILT_USER) {
+            // EV_CLEAR: taking the ring consumed it; ring again for the owner.
+            if (!owner) wake();
+            continue;
+        }
         uint32_t e = 0;
         if (evs[i].filter == EVFILT_READ) e |= kPollIn;
         if (evs[i].filter == EVFILT_WRITE) e |= kPollOut;

@@ -4,6 +4,7 @@
 // readiness or the earliest timer.
 #include <cerrno>
 
+#include "fd.h"
 #include "runtime.h"
 
 namespace kio {
@@ -91,6 +92,21 @@ Worker *running_other(Worker *w) {
     return nullptr;
 }
 
+// At a backstop: readiness registered with a worker that runs a fiber is
+// collected here too. Only the owner's own polls would see it otherwise, and
+// a fiber that never yields would hold it up indefinitely (the I/O
+// counterpart of covering for its timers). The owner's doorbell is left alone.
+void poll_for_busy_workers(Worker *w) {
+    Runtime *rt = w->rt;
+    unsigned n = rt->nstarted.load(std::memory_order_acquire);
+    for (unsigned i = 0; i < n; i++) {
+        Worker *v = &rt->workers[i];
+        if (v == w || !static_cast<Task *>(v->current)) continue;
+        int k = v->poller.poll_foreign(w->events, int(sizeof w->events / sizeof w->events[0]));
+        if (k > 0) fd_dispatch(w, w->events, k);
+    }
+}
+
 // Sleeps in the poller until work, I/O, a timer, or (while another worker
 // runs a fiber, which may ready a task without waking anyone) the backstop.
 // Returns true if it woke at the backstop.
@@ -126,7 +142,9 @@ bool sleep(Worker *w) {
     w->sleep_state.store(Worker::kAwake, std::memory_order_seq_cst);
     w->sleep_until.store(UINT64_MAX, std::memory_order_relaxed);
     fire_all_due(w);
-    return backstop && now_ns() >= backstop;
+    if (!backstop || now_ns() < backstop) return false;
+    poll_for_busy_workers(w);
+    return true;
 }
 
 void *worker_main(void *arg) {

@@ -1,6 +1,9 @@
 // Time: kio_now, kio_sleep, kio_sleep_until, timers under load, and a fiber
 // that never yields.
+#include <poll.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -331,6 +334,48 @@ TEST(Sleep, TaskThatNeverYieldsDoesNotStopOtherWorkers) {
     EXPECT_LT(kt::since(t0), kt::prompt(10 * kSec));
     flag.store(1, std::memory_order_release);
     EXPECT_EQ(kt::await_ok(spinner), 1);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+// The I/O counterpart: a descriptor registered with a worker whose fiber then
+// never yields still wakes the fibers that wait on it (an idle worker
+// collects the readiness), as its timers still fire.
+TEST(Sleep, DescriptorOfAWorkerThatNeverYieldsStillWakesItsReader) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    std::atomic<int> hogging{0}, stop{0};
+    kio_spawn_options o;
+    kio_spawn_options_init(&o);
+    o.pinned = 1;  // registers sv[0] with its worker's poller and stays there
+    kio_task *hog = kt::spawn_ex(&o, [&] {
+        int r = kio_poll(sv[0], POLLIN, kio_now() + 1 * kMs);
+        hogging = r == -ETIMEDOUT ? 1 : 2;
+        uint64_t t0 = kio_now();  // no kio call that could switch from here on
+        while (!stop.load(std::memory_order_acquire) && kio_now() - t0 < 5 * kSec) {
+        }
+        return intptr_t(1);
+    });
+    ASSERT_NE(hog, nullptr);
+    ASSERT_TRUE(kt::wait_flag(hogging, 1));
+    std::atomic<uint64_t> woke{0};
+    kio_task *reader = kt::spawn([&] {
+        char c = 0;
+        ssize_t r = kio_read(sv[0], &c, 1);
+        woke = kio_now();
+        return intptr_t(r == 1 && c == 'x' ? 1 : 2);
+    });
+    ASSERT_NE(reader, nullptr);
+    EXPECT_EQ(kio_sleep(50 * kMs), 0);  // the reader parks; idle backstops lengthen
+    uint64_t sent = kio_now();
+    ASSERT_EQ(write(sv[1], "x", 1), 1);
+    EXPECT_EQ(kt::await_ok(reader), 1);
+    EXPECT_LT(woke.load() - sent, kt::prompt(1 * kSec));  // not when the hog gives up (5 s)
+    stop.store(1, std::memory_order_release);
+    EXPECT_EQ(kt::await_ok(hog), 1);
+    EXPECT_EQ(kio_close(sv[0]), 0);
+    close(sv[1]);
     EXPECT_EQ(rt.destroy(), 0);
 }
 
