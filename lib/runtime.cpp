@@ -40,6 +40,14 @@ int parse_backend(const char *name, Backend *out) {
     return 0;
 }
 
+// Nothing is left that could touch the runtime. outside_calls is read first:
+// a plain thread's spawn counts its task before it ends its outside call, so
+// a 0 seen here makes that task visible to live_tasks(); a spawn that
+// registers later sees shutting_down and is refused.
+bool all_done(Runtime *rt) {
+    return rt->outside_calls.load(std::memory_order_seq_cst) == 0 && rt->live_tasks() == 0;
+}
+
 // Waits until every task has been recycled, canceling again each round (a
 // task spawned by a task that was being canceled starts canceled, but one
 // spawned just before shutdown began may have escaped the previous scan).
@@ -47,9 +55,9 @@ int parse_backend(const char *name, Backend *out) {
 // runtime, with a backoff from 20 us to 1 ms.
 void wait_for_all_tasks(Runtime *rt) {
     uint64_t pause = 20 * 1000;
-    while (rt->live_tasks() > 0 || rt->outside_calls.load(std::memory_order_acquire) > 0) {
+    while (!all_done(rt)) {
         cancel_all(rt);
-        if (rt->live_tasks() == 0 && rt->outside_calls.load(std::memory_order_acquire) == 0) break;
+        if (all_done(rt)) break;
         Waiter w;
         wait_on(&w, [](Waiter *, void *) {}, nullptr, now_ns() + pause, false, KIO_PARK_OTHER);
         if (pause < 1000 * 1000) pause *= 2;

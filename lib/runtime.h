@@ -46,7 +46,7 @@ struct Runtime : kio_runtime {
 
     std::atomic<bool> shutting_down{false};
     std::atomic<bool> exiting{false};
-    std::atomic<int> outside_calls{0};  // plain threads inside kio_await/cancel/select on our tasks
+    std::atomic<int> outside_calls{0};  // plain threads inside kio_spawn, or kio_await/cancel/select on our tasks
     std::atomic<class BlockingPool *> blocking{nullptr};  // created on first use
 
     // Debugging options (kio_options).

@@ -137,18 +137,22 @@ void cancel_all(Runtime *rt) {
     });
 }
 
-// A call from outside the task's runtime (a plain thread, another runtime)
-// that may still touch the task after it finished: destroy waits for these
-// before it frees tasks.
+// A call from outside a runtime (a plain thread, another runtime) that may
+// still touch it, or one of its tasks after that task finished: destroy waits
+// for these before it frees anything. Registered with a seq_cst RMW, so that a
+// caller that then sees shutting_down clear is seen by destroy's check of
+// outside_calls (destroy stores shutting_down, then loads outside_calls: the
+// Dekker pairing).
 class OutsideCall {
   public:
-    explicit OutsideCall(Task *t) {
+    explicit OutsideCall(Runtime *rt) {
         Worker *w = current_worker_at_entry();  // constructed before anything switches
-        if (!w || w->rt != t->rt) {
-            rt_ = t->rt;
-            rt_->outside_calls.fetch_add(1, std::memory_order_acq_rel);
+        if (!w || w->rt != rt) {
+            rt_ = rt;
+            rt_->outside_calls.fetch_add(1, std::memory_order_seq_cst);
         }
     }
+    explicit OutsideCall(Task *t) : OutsideCall(t->rt) {}
     ~OutsideCall() {
         if (rt_) rt_->outside_calls.fetch_sub(1, std::memory_order_acq_rel);
     }
@@ -197,7 +201,10 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
     }
     Task *self = current_task();
     bool inside = self && self->rt == rt;  // a task of rt (may spawn during shutdown)
-    if (rt->shutting_down.load(std::memory_order_acquire) && !inside) return fail(-ECANCELED);
+    // Registered before the check: destroy then either refuses this spawn or
+    // waits until the task is counted, and runs it.
+    OutsideCall outside(rt);
+    if (rt->shutting_down.load(std::memory_order_seq_cst) && !inside) return fail(-ECANCELED);
     // A stack of a non-default size is reserved now, so that running out of
     // memory is reported here rather than when the task first runs.
     Stack own;
