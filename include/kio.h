@@ -192,7 +192,8 @@ KIO_API int kio_spawn_ex(kio_runtime *rt, kio_fn fn, void *arg, const kio_spawn_
 /* Waits until the task finishes, stores its return value in *result (result
  * may be NULL) and consumes the handle. A cancellation point: if the calling
  * task is canceled, returns -ECANCELED and the handle stays valid (the awaited
- * task is not affected).
+ * task is not affected); this is checked after the handle (-EINVAL, -EDEADLK)
+ * and before the task's state (finished, or -EBUSY).
  * Errors: -EINVAL (task NULL, consumed or detached), -EBUSY (another caller is
  * already awaiting or canceling this task), -EDEADLK (a task awaiting itself),
  * -ECANCELED. Thread safety: any thread; plain threads block. */

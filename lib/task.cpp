@@ -274,8 +274,11 @@ KIO_EXPORT int kio_await(kio_task *h, void **result) noexcept {
     OutsideCall outside(t);
     Task *self = current_task();
     if (t == self) return -EDEADLK;
+    // Cancellation before the task's state: a canceled caller gets
+    // -ECANCELED whether the task is finished or awaited by another (-EBUSY).
+    if (self && self->cancel_pending()) return -ECANCELED;
     if (int e = claim_handle(t)) return e;
-    int r = (self && self->cancel_pending()) ? -ECANCELED : wait_finished(t, true);
+    int r = wait_finished(t, true);
     if (r) {
         t->handle.store(Task::kLive, std::memory_order_release);
         return r;

@@ -919,6 +919,32 @@ TEST(Cancel, AwaitIsACancellationPointAndHandleStaysValid) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// A canceled caller gets -ECANCELED from kio_await before the task's state is
+// looked at: even when another caller already awaits the task (it used to get
+// -EBUSY).
+TEST(Cancel, AwaitByCanceledCallerOfAwaitedTaskIsEcanceledNotEbusy) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<int> release{0}, waiting{0};
+    kio_task *target = kt::spawn([&] { return block_until(release, 41); });
+    kio_task *awaiter = kt::spawn([&] {
+        waiting = 1;
+        void *res = nullptr;
+        int r = kio_await(target, &res);
+        return r ? intptr_t(r) : vi(res);
+    });
+    ASSERT_TRUE(kt::wait_flag(waiting, 1));
+    kio_sleep(20 * kMs);  // the awaiter is parked in kio_await now
+    kio_task *canceled = kt::spawn([&] {
+        kio_cancel_self();
+        return intptr_t(kio_await(target, nullptr));
+    });
+    EXPECT_EQ(kt::await_ok(canceled), -ECANCELED);
+    release = 1;
+    EXPECT_EQ(kt::await_ok(awaiter), 41);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 // ---------------------------------------------------------------------------
 // Select
 
