@@ -391,7 +391,10 @@ KIO_EXPORT int kio_select(kio_task *const *handles, size_t count, size_t *index)
             r = wait_on(&w, publish_select, &a, 0, true, KIO_PARK_SELECT, tasks, int(count));
             for (size_t i = 0; i < count; i++) unlink_if_linked(tasks[i]->lock, tasks[i]->waiters, &nodes[i]);
             if (r >= 0) {
-                lowest_finished(tasks, count, index);
+                // r is the index that woke us. A rescan finds nothing if that
+                // task's awaiter consumed it meanwhile (its slot may hold a
+                // new task by now): fall back to r.
+                if (!lowest_finished(tasks, count, index)) *index = size_t(r);
                 r = 0;
             }
         }

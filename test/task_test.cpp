@@ -1074,6 +1074,38 @@ TEST(Select, ManySelectorsAndOneAwaiterOnOneTask) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// A handle in the set is consumed by its awaiter before the selector runs
+// again, and its slot taken by a new task: the index that woke the call is
+// still stored (it used to return 0 with *index unwritten).
+TEST(Select, HandleConsumedByItsAwaiterMeanwhileStillGivesAnIndex) {
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    kio_task *victim = kt::spawn([] {
+        kio_sleep(5 * kMs);
+        return intptr_t(7);
+    });
+    kio_task *reuser = nullptr;
+    kio_task *awaiter = kt::spawn([&] {
+        void *res = nullptr;
+        int r = kio_await(victim, &res);
+        reuser = kt::spawn([] {  // most likely in the victim's slot
+            kio_sleep(20 * kMs);
+            return intptr_t(0);
+        });
+        return r ? intptr_t(r) : vi(res);
+    });
+    kio_yield();  // the awaiter parks first, so it is woken first
+    kio_task *selector = kt::spawn([&] {
+        size_t idx = 12345;
+        int r = kio_select(&victim, 1, &idx);
+        return r ? intptr_t(r) : intptr_t(idx);
+    });
+    EXPECT_EQ(kt::await_ok(selector), 0);
+    EXPECT_EQ(kt::await_ok(awaiter), 7);
+    EXPECT_EQ(kt::await_ok(reuser), 0);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(Select, FromPlainThreadBlocks) {
     kt::Rt rt(2);
     ASSERT_EQ(rt.rc(), 0);
