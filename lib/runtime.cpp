@@ -78,6 +78,20 @@ void free_runtime(Runtime *rt) {
     delete rt;
 }
 
+// A fresh Task for the main fiber from the slabs. The slot may have held a
+// task of an earlier runtime: start from a default Task, but keep counting
+// its generation so that old handles to the slot stay stale. It stays out
+// of the pool's free list and is never marked live (destroy's scans and
+// kio_dump handle it apart); the slabs go to the next runtime whole.
+Task *new_main_task(Runtime *rt) {
+    Task *t = nullptr;
+    if (!rt->tasks.take(&t, 1)) return nullptr;
+    uint32_t gen = t->gen.load(std::memory_order_relaxed);
+    t = new (t) Task;
+    t->gen.store(gen + 1, std::memory_order_relaxed);
+    return t;
+}
+
 }  // namespace
 
 // Reading every `retired` before any `spawned` makes a zero exact: a task alive
@@ -152,6 +166,10 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
             return e;
         }
     }
+    if (!(rt->main = new_main_task(rt))) {
+        free_runtime(rt);
+        return -ENOMEM;
+    }
     // Worker 0: the idle context on its own stack; the main fiber on ours.
     Worker *w0 = &rt->workers[0];
     if (!rt->stacks.alloc(kIdleStackSize, &w0->idle_stack)) {
@@ -162,7 +180,7 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
     san_set_stack(&w0->idle_san, w0->idle_stack.base, w0->idle_stack.size);
     san_create(&w0->idle_san);
 
-    Task &m = rt->main;
+    Task &m = *rt->main;
     m.id = 1;
     m.rt = rt;
     m.state.store(Task::kRunning, std::memory_order_relaxed);
@@ -192,7 +210,7 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
 KIO_EXPORT int kio_runtime_destroy(kio_runtime *rth) noexcept {
     Runtime *rt = runtime_of(rth);
     if (!rt) return -EINVAL;
-    if (current_task() != &rt->main) return -EPERM;
+    if (current_task() != rt->main) return -EPERM;
 
     rt->shutting_down.store(true, std::memory_order_seq_cst);
     cancel_all(rt);

@@ -298,6 +298,27 @@ TEST(Mutex, WorksBetweenPlainThreadsWithoutRuntime) {
     EXPECT_EQ(counter, 4L * kIters);
 }
 
+// The main fiber may still hold a mutex when it destroys its runtime: the
+// mutex stays locked, and a later locker may look at the holder's Task (it
+// used to live inside the freed runtime: use-after-free under ASan).
+TEST(Mutex, HeldByMainFiberAcrossDestroyStaysLocked) {
+    kio_mutex m = KIO_MUTEX_INIT;
+    {
+        kt::Rt rt(1);
+        ASSERT_EQ(rt.rc(), 0);
+        ASSERT_EQ(kio_mutex_lock(&m), 0);
+        EXPECT_EQ(rt.destroy(), 0);
+    }
+    int rc = 9;
+    std::thread th([&] {
+        uint64_t saved = kio_deadline_set(kio_now() + 20 * kMs);
+        rc = kio_mutex_lock(&m);  // looks at the holder before it waits
+        kio_deadline_set(saved);
+    });
+    th.join();
+    EXPECT_EQ(rc, -ETIMEDOUT);
+}
+
 TEST(Mutex, SharedBetweenTwoRuntimes) {
     kio_mutex m = KIO_MUTEX_INIT;
     long counter = 0;
