@@ -229,6 +229,7 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
         t->id = rt->next_id.fetch_add(1, std::memory_order_relaxed);
     }
     t->rt = rt;
+    t->mutex_owner = 0;
     t->fn = fn;
     t->arg = arg;
     t->result = nullptr;
