@@ -145,14 +145,14 @@ void cancel_all(Runtime *rt) {
 // Dekker pairing).
 class OutsideCall {
   public:
-    explicit OutsideCall(Runtime *rt) {
-        Worker *w = current_worker_at_entry();  // constructed before anything switches
+    // w: the caller's worker, read at entry (before anything switches).
+    OutsideCall(Runtime *rt, Worker *w) {
         if (!w || w->rt != rt) {
             rt_ = rt;
             rt_->outside_calls.fetch_add(1, std::memory_order_seq_cst);
         }
     }
-    explicit OutsideCall(Task *t) : OutsideCall(t->rt) {}
+    explicit OutsideCall(Task *t) : OutsideCall(t->rt, current_worker_at_entry()) {}
     ~OutsideCall() {
         if (rt_) rt_->outside_calls.fetch_sub(1, std::memory_order_acq_rel);
     }
@@ -184,6 +184,7 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
         return err;
     };
     if (!fn || !out) return fail(-EINVAL);
+    Worker *cw = current_worker_at_entry();  // read first: see OutsideCall below
     Runtime *rt;
     if (rth) {
         if (!(rt = runtime_of(rth))) return fail(-EINVAL);
@@ -192,6 +193,11 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
         if (!w) return fail(-EPERM);
         rt = w->rt;
     }
+    // Registered right after rt was found live, and before the shutdown
+    // check: destroy then either refuses this spawn or waits until its task
+    // is counted, and runs it. (A call that starts while destroy is freeing
+    // rt passes a stale handle; nothing can make that safe.)
+    OutsideCall outside(rt, cw);
     size_t stack_size = 0;
     if (opts && opts->stack_size) {
         if (opts->stack_size < kMinStackSize || opts->stack_size > kMaxStackSize) return fail(-EINVAL);
@@ -201,9 +207,6 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
     }
     Task *self = current_task();
     bool inside = self && self->rt == rt;  // a task of rt (may spawn during shutdown)
-    // Registered before the check: destroy then either refuses this spawn or
-    // waits until the task is counted, and runs it.
-    OutsideCall outside(rt);
     if (rt->shutting_down.load(std::memory_order_seq_cst) && !inside) return fail(-ECANCELED);
     // A stack of a non-default size is reserved now, so that running out of
     // memory is reported here rather than when the task first runs.
