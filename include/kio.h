@@ -192,7 +192,8 @@ KIO_API int kio_spawn_ex(kio_runtime *rt, kio_fn fn, void *arg, const kio_spawn_
 /* Waits until the task finishes, stores its return value in *result (result
  * may be NULL) and consumes the handle. A cancellation point: if the calling
  * task is canceled, returns -ECANCELED and the handle stays valid (the awaited
- * task is not affected).
+ * task is not affected); this is checked after the handle (-EINVAL, -EDEADLK)
+ * and before the task's state (finished, or -EBUSY).
  * Errors: -EINVAL (task NULL, consumed or detached), -EBUSY (another caller is
  * already awaiting or canceling this task), -EDEADLK (a task awaiting itself),
  * -ECANCELED. Thread safety: any thread; plain threads block. */
@@ -220,8 +221,10 @@ KIO_API int kio_cancel_request(kio_task *task) KIO_NOEXCEPT;
 KIO_API int kio_detach(kio_task *task) KIO_NOEXCEPT;
 
 /* Waits until at least one of tasks[0..count) has finished and stores the
- * lowest index of a finished task in *index. Consumes nothing. A cancellation
- * point (when no task has finished yet). Errors: -EINVAL (tasks or index
+ * lowest index of a finished task in *index. Consumes nothing; a handle that
+ * another caller awaits may be consumed by it meanwhile, and *index may then
+ * name that (no longer valid) handle. A cancellation point (when no task has
+ * finished yet). Errors: -EINVAL (tasks or index
  * NULL, count 0 or over 2^30, a NULL, consumed or detached handle), -EDEADLK
  * (the caller is among the tasks), -ECANCELED, -ENOMEM (count over 16 needs
  * an allocation).

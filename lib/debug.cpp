@@ -731,7 +731,7 @@ KIO_EXPORT int kio_dump(kio_runtime *rth, int fd) noexcept {
         o.f(", %u ready\n", w->ready.size() + uint32_t(w->spawned.size()) + w->yielded.size() +
                                uint32_t(w->inbox.size() + w->migrated.size()));
     }
-    dump_task(o, &rt->main, rt);
+    dump_task(o, rt->main, rt);
     rt->tasks.for_each([&](Task *t) {
         if (t->magic.load(std::memory_order_acquire) != Task::kMagicLive) return;
         if (t->state.load(std::memory_order_acquire) == Task::kFinished) return;

@@ -42,18 +42,58 @@ constexpr uint64_t kStarveAfter = 1000 * 1000;  // ns of waiting before hand-off
 constexpr int kRetry = 1;      // woken by unlock to compete; owns kWoken
 constexpr int kRetryFree = 2;  // found the mutex free while parking; try again
 
-// Plain threads are identified by the (odd) address of a thread-local byte.
-thread_local char tls_thread_token[2];
+// Owner identities are never reused in the process, so a task that reuses
+// the slot of a task that returned holding a mutex, or a thread that reuses
+// the thread-local block of one that exited, is not taken for the owner.
+// Tasks take theirs at their first lock, from per-worker blocks (no shared
+// RMW per task); plain threads once per thread. They sit above kBits in
+// `state` (57 bits: never exhausted).
+static_assert(sizeof(uintptr_t) == 8, "owner identities need a 64-bit state word");
+std::atomic<uint64_t> g_next_owner{1};
+constexpr uint64_t kOwnerBlock = 4096;
+thread_local uintptr_t tls_thread_owner;  // read only by plain threads, which never switch
 
-inline uintptr_t owner_id_of(Task *self) {
-    return self ? reinterpret_cast<uintptr_t>(self)
-                : reinterpret_cast<uintptr_t>(&tls_thread_token[0]) | 1;
+KIO_NOINLINE uintptr_t new_task_owner(Worker *w, Task *t) {
+    if (w->owner_next == w->owner_end) {
+        w->owner_next = g_next_owner.fetch_add(kOwnerBlock, std::memory_order_relaxed);
+        w->owner_end = w->owner_next + kOwnerBlock;
+    }
+    t->mutex_owner = uintptr_t(w->owner_next++) << M::kOwnerShift;
+    return t->mutex_owner;
+}
+
+KIO_NOINLINE uintptr_t new_thread_owner() {
+    tls_thread_owner = uintptr_t(g_next_owner.fetch_add(1, std::memory_order_relaxed)) << M::kOwnerShift;
+    return tls_thread_owner;
+}
+
+// w: the caller's worker (or nullptr), self: its task (nullptr on a plain thread).
+inline uintptr_t owner_id(Worker *w, Task *self) {
+    if (self) return KIO_LIKELY(self->mutex_owner) ? self->mutex_owner : new_task_owner(w, self);
+    return KIO_LIKELY(tls_thread_owner) ? tls_thread_owner : new_thread_owner();
+}
+
+// The `owner` hint: the Task, or 1 for a plain thread.
+inline uintptr_t owner_hint(Task *t) { return t ? reinterpret_cast<uintptr_t>(t) : 1; }
+
+inline bool held_by(uintptr_t s, uintptr_t id) { return (s & M::kLocked) && (s & ~M::kBits) == id; }
+
+// The state once the queue lock is free: serve_waiters rewrites the owner
+// bits under it, so only then do they name the holder.
+uintptr_t settled_state(M *m) {
+    uintptr_t s = m->state.load(std::memory_order_acquire);
+    while (s & M::kQLock) {
+        cpu_relax();
+        s = m->state.load(std::memory_order_acquire);
+    }
+    return s;
 }
 
 // Was the holder switched out while holding the mutex? (Not: a waiter that
 // was just handed the mutex and has not resumed yet, kPending.) Plain
-// threads (odd ids) count as running. Reads the holder's Task while it holds
-// the mutex, so the slot is live.
+// threads (odd hints) count as running. Task memory is never freed
+// (task_pool.cpp); if the holder returned holding the mutex and its slot was
+// reused, the answer is about the new task: a wrong hint, nothing worse.
 bool owner_switched_out(M *m) {
     if (m->state.load(std::memory_order_relaxed) & M::kPending) return false;
     // Acquire pairs with the owner's release store: the Task it names is
@@ -68,9 +108,10 @@ bool owner_running(M *m) {
     return !(m->state.load(std::memory_order_relaxed) & M::kPending) && !owner_switched_out(m);
 }
 
-// Barging acquisition: not while hand-off is due. The queue lock bit is held
-// only for a few instructions, so a free mutex is not reported busy for it.
-bool try_acquire(M *m) {
+// Barging acquisition for `me`: not while hand-off is due. The queue lock
+// bit is held only for a few instructions, so a free mutex is not reported
+// busy for it.
+bool try_acquire(M *m, uintptr_t me) {
     uintptr_t s = m->state.load(std::memory_order_relaxed);
     for (;;) {
         if (s & (M::kLocked | M::kStarving)) return false;
@@ -79,7 +120,7 @@ bool try_acquire(M *m) {
             s = m->state.load(std::memory_order_relaxed);
             continue;
         }
-        if (m->state.compare_exchange_weak(s, s | M::kLocked, std::memory_order_acquire,
+        if (m->state.compare_exchange_weak(s, s | M::kLocked | me, std::memory_order_acquire,
                                            std::memory_order_relaxed))
             return true;
     }
@@ -147,8 +188,9 @@ void unlink_waiter(M *m, WaitNode *n) {
     qunlock(m, s);
 }
 
-// The owner let go with waiters to serve (`state` still has kLocked, `owner`
-// is 0): hand off to, or wake, the first waiter that can still be claimed.
+// The owner let go with waiters to serve (`state` still has kLocked and its
+// identity, `owner` is 0): hand off to, or wake, the first waiter that can
+// still be claimed.
 void serve_waiters(M *m) {
     uintptr_t s = qlock(m);
     Waiter *wake = nullptr;
@@ -157,9 +199,14 @@ void serve_waiters(M *m) {
         Waiter *w = n->waiter;
         uint64_t waited = now_ns() - w->since;
         bool handoff = (s & M::kStarving) || n->value || waited >= kStarveAfter;
-        // Ownership is set before the claim: a waiter claimed during its
-        // publication may run (and unlock) as soon as the claim lands.
-        if (handoff) m->owner.store(w->owner_id, std::memory_order_release);
+        // The hint is set before the claim; the identity reaches `state`
+        // with qunlock. A waiter claimed during its publication may run as
+        // soon as the claim lands: its identity checks wait for the queue
+        // lock (settled_state), so they see it.
+        if (handoff) {
+            s = (s & M::kBits) | w->owner_id;
+            m->owner.store(owner_hint(w->task), std::memory_order_release);
+        }
         // Leave starvation mode once a waiter is served promptly again.
         bool prompt = (s & M::kStarving) && waited < kStarveAfter;
         Claim c = claim(w, handoff ? 0 : kRetry);
@@ -173,7 +220,7 @@ void serve_waiters(M *m) {
     }
     if (!handed) {
         m->owner.store(0, std::memory_order_relaxed);
-        s &= ~M::kLocked;
+        s &= M::kBits & ~M::kLocked;
     } else {
         s |= M::kPending;
     }
@@ -186,11 +233,11 @@ void serve_waiters(M *m) {
 // else to run and the holder is running. While spinning with waiters queued,
 // the spinner owns kWoken, so unlocks need not wake a waiter that would only
 // compete with it. *woken: whether the caller owns kWoken (in and out).
-bool spin_acquire(M *m, bool *woken) {
+bool spin_acquire(M *m, uintptr_t me, bool *woken) {
     for (int i = 0;; i++) {
         uintptr_t s = m->state.load(std::memory_order_relaxed);
         while (!(s & (M::kLocked | M::kQLock | M::kStarving))) {
-            uintptr_t ns = (s | M::kLocked) & ~(*woken ? M::kWoken : 0);
+            uintptr_t ns = (s | M::kLocked | me) & ~(*woken ? M::kWoken : 0);
             if (m->state.compare_exchange_weak(s, ns, std::memory_order_acquire,
                                                std::memory_order_relaxed)) {
                 *woken = false;
@@ -226,8 +273,8 @@ uintptr_t clear_bits(M *m, uintptr_t bits) {
 void drop_woken(M *m) {
     uintptr_t s = clear_bits(m, M::kWoken);
     // An unlock that saw kWoken woke nobody: if the mutex is free with
-    // waiters queued, serve them now.
-    if ((s & M::kQueued) && try_acquire(m)) serve_waiters(m);
+    // waiters queued, serve them now (held by nobody meanwhile: identity 0).
+    if ((s & M::kQueued) && try_acquire(m, 0)) serve_waiters(m);
 }
 
 }  // namespace
@@ -237,13 +284,13 @@ namespace {
 // The contended path of mutex_lock (s: the state its first try saw). Kept
 // out of line so the uncontended lock stays a short function.
 KIO_NOINLINE int mutex_lock_contended(M *m, Task *self, uintptr_t me, bool cancelable, uintptr_t s) {
-    if ((s & M::kLocked) && m->owner.load(std::memory_order_relaxed) == me) return -EDEADLK;
+    if ((s & M::kLocked) && held_by(settled_state(m), me)) return -EDEADLK;
     bool woken = false;
     uint64_t since = 0;
     bool front = false;
     for (;;) {
-        if (spin_acquire(m, &woken)) {
-            m->owner.store(me, std::memory_order_release);
+        if (spin_acquire(m, me, &woken)) {
+            m->owner.store(owner_hint(self), std::memory_order_release);
             return 0;
         }
         if (!since) since = now_ns();
@@ -275,32 +322,43 @@ KIO_NOINLINE int mutex_lock_contended(M *m, Task *self, uintptr_t me, bool cance
 int mutex_lock(M *m, bool cancelable) {
     Worker *w = current_worker_at_entry();
     Task *self = w ? static_cast<Task *>(w->current) : nullptr;
-    uintptr_t me = owner_id_of(self);
     if (cancelable && self && self->cancel_pending()) return -ECANCELED;
+    uintptr_t me = owner_id(w, self);
     uintptr_t s = 0;
-    if (KIO_LIKELY(m->state.compare_exchange_strong(s, M::kLocked, std::memory_order_acquire,
+    if (KIO_LIKELY(m->state.compare_exchange_strong(s, M::kLocked | me, std::memory_order_acquire,
                                                     std::memory_order_relaxed))) {
-        m->owner.store(me, std::memory_order_release);
+        m->owner.store(owner_hint(self), std::memory_order_release);
         return 0;
     }
     return mutex_lock_contended(m, self, me, cancelable, s);
 }
 
+bool mutex_trylock(M *m) {
+    Worker *w = current_worker_at_entry();
+    Task *self = w ? static_cast<Task *>(w->current) : nullptr;
+    if (!try_acquire(m, owner_id(w, self))) return false;
+    m->owner.store(owner_hint(self), std::memory_order_release);
+    return true;
+}
+
 void mutex_unlock_as(M *m, uintptr_t id) {
+    // Relaxed is enough to recognize our own identity: we wrote it, or a
+    // hand-off did before it woke us (and then held the queue lock until
+    // it was in place).
     uintptr_t s = m->state.load(std::memory_order_relaxed);
-    if (!(s & M::kLocked) || m->owner.load(std::memory_order_relaxed) != id) return;  // ignored
-    m->owner.store(0, std::memory_order_relaxed);
     for (;;) {
         if (s & M::kQLock) {
             cpu_relax();
             s = m->state.load(std::memory_order_relaxed);
             continue;
         }
+        if (!held_by(s, id)) return;  // not the owner (or not locked): ignored
+        m->owner.store(0, std::memory_order_relaxed);
         // Nobody to serve, or a woken waiter is about to try: just release.
         bool quiet = !(s & M::kQueued) ||
                      ((s & M::kWoken) && !(s & (M::kStarving | M::kHandoff)));
         if (!quiet) break;
-        if (m->state.compare_exchange_weak(s, s & ~M::kLocked, std::memory_order_release,
+        if (m->state.compare_exchange_weak(s, s & M::kBits & ~M::kLocked, std::memory_order_release,
                                            std::memory_order_relaxed))
             return;
     }
@@ -309,8 +367,10 @@ void mutex_unlock_as(M *m, uintptr_t id) {
 
 uintptr_t caller_owner_id() {
     Worker *w = current_worker_at_entry();
-    return owner_id_of(w ? static_cast<Task *>(w->current) : nullptr);
+    return owner_id(w, w ? static_cast<Task *>(w->current) : nullptr);
 }
+
+bool mutex_held_by(M *m, uintptr_t id) { return held_by(settled_state(m), id); }
 
 }  // namespace kio
 
@@ -327,9 +387,7 @@ KIO_EXPORT int kio_mutex_lock(kio_mutex *m) noexcept {
 
 KIO_EXPORT int kio_mutex_trylock(kio_mutex *m) noexcept {
     if (!m) return -EINVAL;
-    if (!try_acquire(impl(m))) return -EBUSY;
-    impl(m)->owner.store(caller_owner_id(), std::memory_order_release);
-    return 0;
+    return mutex_trylock(impl(m)) ? 0 : -EBUSY;
 }
 
 KIO_EXPORT void kio_mutex_unlock(kio_mutex *m) noexcept {

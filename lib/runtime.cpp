@@ -40,6 +40,14 @@ int parse_backend(const char *name, Backend *out) {
     return 0;
 }
 
+// Nothing is left that could touch the runtime. outside_calls is read first:
+// a plain thread's spawn counts its task before it ends its outside call, so
+// a 0 seen here makes that task visible to live_tasks(); a spawn that
+// registers later sees shutting_down and is refused.
+bool all_done(Runtime *rt) {
+    return rt->outside_calls.load(std::memory_order_seq_cst) == 0 && rt->live_tasks() == 0;
+}
+
 // Waits until every task has been recycled, canceling again each round (a
 // task spawned by a task that was being canceled starts canceled, but one
 // spawned just before shutdown began may have escaped the previous scan).
@@ -47,9 +55,9 @@ int parse_backend(const char *name, Backend *out) {
 // runtime, with a backoff from 20 us to 1 ms.
 void wait_for_all_tasks(Runtime *rt) {
     uint64_t pause = 20 * 1000;
-    while (rt->live_tasks() > 0 || rt->outside_calls.load(std::memory_order_acquire) > 0) {
+    while (!all_done(rt)) {
         cancel_all(rt);
-        if (rt->live_tasks() == 0 && rt->outside_calls.load(std::memory_order_acquire) == 0) break;
+        if (all_done(rt)) break;
         Waiter w;
         wait_on(&w, [](Waiter *, void *) {}, nullptr, now_ns() + pause, false, KIO_PARK_OTHER);
         if (pause < 1000 * 1000) pause *= 2;
@@ -68,6 +76,20 @@ void free_runtime(Runtime *rt) {
     delete[] rt->workers;
     rt->magic.store(0, std::memory_order_release);
     delete rt;
+}
+
+// A fresh Task for the main fiber from the slabs. The slot may have held a
+// task of an earlier runtime: start from a default Task, but keep counting
+// its generation so that old handles to the slot stay stale. It stays out
+// of the pool's free list and is never marked live (destroy's scans and
+// kio_dump handle it apart); the slabs go to the next runtime whole.
+Task *new_main_task(Runtime *rt) {
+    Task *t = nullptr;
+    if (!rt->tasks.take(&t, 1)) return nullptr;
+    uint32_t gen = t->gen.load(std::memory_order_relaxed);
+    t = new (t) Task;
+    t->gen.store(gen + 1, std::memory_order_relaxed);
+    return t;
 }
 
 }  // namespace
@@ -144,6 +166,10 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
             return e;
         }
     }
+    if (!(rt->main = new_main_task(rt))) {
+        free_runtime(rt);
+        return -ENOMEM;
+    }
     // Worker 0: the idle context on its own stack; the main fiber on ours.
     Worker *w0 = &rt->workers[0];
     if (!rt->stacks.alloc(kIdleStackSize, &w0->idle_stack)) {
@@ -154,7 +180,7 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
     san_set_stack(&w0->idle_san, w0->idle_stack.base, w0->idle_stack.size);
     san_create(&w0->idle_san);
 
-    Task &m = rt->main;
+    Task &m = *rt->main;
     m.id = 1;
     m.rt = rt;
     m.state.store(Task::kRunning, std::memory_order_relaxed);
@@ -184,7 +210,7 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
 KIO_EXPORT int kio_runtime_destroy(kio_runtime *rth) noexcept {
     Runtime *rt = runtime_of(rth);
     if (!rt) return -EINVAL;
-    if (current_task() != &rt->main) return -EPERM;
+    if (current_task() != rt->main) return -EPERM;
 
     rt->shutting_down.store(true, std::memory_order_seq_cst);
     cancel_all(rt);

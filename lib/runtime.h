@@ -46,7 +46,7 @@ struct Runtime : kio_runtime {
 
     std::atomic<bool> shutting_down{false};
     std::atomic<bool> exiting{false};
-    std::atomic<int> outside_calls{0};  // plain threads inside kio_await/cancel/select on our tasks
+    std::atomic<int> outside_calls{0};  // plain threads inside kio_spawn, or kio_await/cancel/select on our tasks
     std::atomic<class BlockingPool *> blocking{nullptr};  // created on first use
 
     // Debugging options (kio_options).
@@ -58,7 +58,10 @@ struct Runtime : kio_runtime {
     struct Background *background = nullptr;  // set for runtimes made by kio_runtime_start
     Runtime *debug_next = nullptr;     // the list of live runtimes for debuggers (debug.cpp)
 
-    Task main;                                   // the main fiber (thread stack, not pooled)
+    // The main fiber (on the thread's stack). Its Task comes from the task
+    // slabs, which outlive the runtime: a mutex it still held at destroy
+    // names it (task_pool.cpp).
+    Task *main = nullptr;
     pthread_t creator{};
 
     explicit Runtime(size_t stack_size) : stacks(stack_size) {}

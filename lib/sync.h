@@ -10,8 +10,15 @@
 
 namespace kio {
 
-// kio_mutex: state bits, the owner's identity, and a FIFO of waiters guarded
-// by a lock bit in `state` (policy in mutex.cpp).
+// kio_mutex: state bits with the owner's identity, a hint naming the owner,
+// and a FIFO of waiters guarded by a lock bit in `state` (policy in
+// mutex.cpp).
+//
+//   state      the owner's identity in the bits above kBits while kLocked
+//              (0 otherwise), and the bits below
+//   owner      the owning Task, for spinners and kio_dump (1: a plain
+//              thread; 0: being released). Only a hint: a Task slot is
+//              reused by later tasks, so it never decides who owns m.
 //
 //   kLocked    held by `owner` (during a hand-off: by the waiter it goes to)
 //   kQueued    the waiter list is non-empty
@@ -29,6 +36,8 @@ namespace kio {
 struct MutexImpl {
     static constexpr uintptr_t kLocked = 1, kQueued = 2, kQLock = 4, kWoken = 8, kStarving = 16,
                                kHandoff = 32, kPending = 64;
+    static constexpr unsigned kOwnerShift = 7;
+    static constexpr uintptr_t kBits = (uintptr_t(1) << kOwnerShift) - 1;
     std::atomic<uintptr_t> state;
     std::atomic<uintptr_t> owner;
     WaitList waiters;
@@ -46,13 +55,13 @@ inline CondImpl *impl(kio_cond *c) { return reinterpret_cast<CondImpl *>(c); }
 
 // Locks m; cancelable decides whether a cancellation request interrupts.
 int mutex_lock(MutexImpl *m, bool cancelable);
+// Locks m if it is free and no waiter is owed a hand-off.
+bool mutex_trylock(MutexImpl *m);
 // Unlocks m on behalf of the party `id` (ignored if id does not own it).
 void mutex_unlock_as(MutexImpl *m, uintptr_t id);
-// The caller's identity as a mutex owner: its task, or a per-thread token.
+// The caller's identity as a mutex owner (a multiple of 1 << kOwnerShift,
+// never 0, never reused in the process).
 uintptr_t caller_owner_id();
-inline bool mutex_held_by(MutexImpl *m, uintptr_t id) {
-    return (m->state.load(std::memory_order_acquire) & MutexImpl::kLocked) &&
-           m->owner.load(std::memory_order_relaxed) == id;
-}
+bool mutex_held_by(MutexImpl *m, uintptr_t id);
 
 }  // namespace kio

@@ -137,18 +137,22 @@ void cancel_all(Runtime *rt) {
     });
 }
 
-// A call from outside the task's runtime (a plain thread, another runtime)
-// that may still touch the task after it finished: destroy waits for these
-// before it frees tasks.
+// A call from outside a runtime (a plain thread, another runtime) that may
+// still touch it, or one of its tasks after that task finished: destroy waits
+// for these before it frees anything. Registered with a seq_cst RMW, so that a
+// caller that then sees shutting_down clear is seen by destroy's check of
+// outside_calls (destroy stores shutting_down, then loads outside_calls: the
+// Dekker pairing).
 class OutsideCall {
   public:
-    explicit OutsideCall(Task *t) {
-        Worker *w = current_worker_at_entry();  // constructed before anything switches
-        if (!w || w->rt != t->rt) {
-            rt_ = t->rt;
-            rt_->outside_calls.fetch_add(1, std::memory_order_acq_rel);
+    // w: the caller's worker, read at entry (before anything switches).
+    OutsideCall(Runtime *rt, Worker *w) {
+        if (!w || w->rt != rt) {
+            rt_ = rt;
+            rt_->outside_calls.fetch_add(1, std::memory_order_seq_cst);
         }
     }
+    explicit OutsideCall(Task *t) : OutsideCall(t->rt, current_worker_at_entry()) {}
     ~OutsideCall() {
         if (rt_) rt_->outside_calls.fetch_sub(1, std::memory_order_acq_rel);
     }
@@ -180,6 +184,7 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
         return err;
     };
     if (!fn || !out) return fail(-EINVAL);
+    Worker *cw = current_worker_at_entry();  // read first: see OutsideCall below
     Runtime *rt;
     if (rth) {
         if (!(rt = runtime_of(rth))) return fail(-EINVAL);
@@ -188,6 +193,11 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
         if (!w) return fail(-EPERM);
         rt = w->rt;
     }
+    // Registered right after rt was found live, and before the shutdown
+    // check: destroy then either refuses this spawn or waits until its task
+    // is counted, and runs it. (A call that starts while destroy is freeing
+    // rt passes a stale handle; nothing can make that safe.)
+    OutsideCall outside(rt, cw);
     size_t stack_size = 0;
     if (opts && opts->stack_size) {
         if (opts->stack_size < kMinStackSize || opts->stack_size > kMaxStackSize) return fail(-EINVAL);
@@ -197,7 +207,7 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
     }
     Task *self = current_task();
     bool inside = self && self->rt == rt;  // a task of rt (may spawn during shutdown)
-    if (rt->shutting_down.load(std::memory_order_acquire) && !inside) return fail(-ECANCELED);
+    if (rt->shutting_down.load(std::memory_order_seq_cst) && !inside) return fail(-ECANCELED);
     // A stack of a non-default size is reserved now, so that running out of
     // memory is reported here rather than when the task first runs.
     Stack own;
@@ -222,6 +232,7 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
         t->id = rt->next_id.fetch_add(1, std::memory_order_relaxed);
     }
     t->rt = rt;
+    t->mutex_owner = 0;
     t->fn = fn;
     t->arg = arg;
     t->result = nullptr;
@@ -267,8 +278,11 @@ KIO_EXPORT int kio_await(kio_task *h, void **result) noexcept {
     OutsideCall outside(t);
     Task *self = current_task();
     if (t == self) return -EDEADLK;
+    // Cancellation before the task's state: a canceled caller gets
+    // -ECANCELED whether the task is finished or awaited by another (-EBUSY).
+    if (self && self->cancel_pending()) return -ECANCELED;
     if (int e = claim_handle(t)) return e;
-    int r = (self && self->cancel_pending()) ? -ECANCELED : wait_finished(t, true);
+    int r = wait_finished(t, true);
     if (r) {
         t->handle.store(Task::kLive, std::memory_order_release);
         return r;
@@ -381,7 +395,10 @@ KIO_EXPORT int kio_select(kio_task *const *handles, size_t count, size_t *index)
             r = wait_on(&w, publish_select, &a, 0, true, KIO_PARK_SELECT, tasks, int(count));
             for (size_t i = 0; i < count; i++) unlink_if_linked(tasks[i]->lock, tasks[i]->waiters, &nodes[i]);
             if (r >= 0) {
-                lowest_finished(tasks, count, index);
+                // r is the index that woke us. A rescan finds nothing if that
+                // task's awaiter consumed it meanwhile (its slot may hold a
+                // new task by now): fall back to r.
+                if (!lowest_finished(tasks, count, index)) *index = size_t(r);
                 r = 0;
             }
         }

@@ -40,6 +40,7 @@ struct alignas(64) Task {
     std::atomic<uint32_t> gen{0};
     uint64_t id = 0;
     Runtime *rt = nullptr;
+    uintptr_t mutex_owner = 0;  // identity as a kio_mutex owner, taken on first lock (mutex.cpp)
 
     // Body.
     kio_fn fn = nullptr;

@@ -75,6 +75,7 @@ struct alignas(kCacheLine) Worker {
     Task *task_cache = nullptr;
     size_t ntasks = 0;
     uint64_t id_next = 0, id_end = 0;  // block of task ids taken from the runtime
+    uint64_t owner_next = 0, owner_end = 0;  // block of mutex owner identities (mutex.cpp)
     PollEvent events[64];
 
     // Shared with other threads.

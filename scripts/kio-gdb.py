@@ -120,7 +120,7 @@ class Runtime:
         return (self.rt["workers"] + i).dereference()
 
     def main_task(self):
-        return self.rt["main"].address
+        return self.rt["main"]
 
     def tasks(self):
         """Every live, unfinished task: the main fiber, then the pool's slabs."""

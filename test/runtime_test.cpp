@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <climits>
@@ -574,6 +575,49 @@ TEST(RuntimeDestroy, SpawnFromPlainThreadDuringDestroyIsEcanceled) {
     th.join();
     EXPECT_EQ(spawn_rc.load(), -ECANCELED);
     EXPECT_EQ(stray_ran.load(), 0);
+}
+
+// A plain thread's spawn that overlaps destroy is either refused or its task
+// runs before destroy returns. (It used to pass the shutting-down check, then
+// destroy saw no live task and freed the runtime under it: 0 returned for a
+// task that never ran, and writes to freed memory.)
+TEST(RuntimeDestroy, SpawnFromPlainThreadRacingDestroyRunsOrIsRefused) {
+    const int iters = int(std::max<uint64_t>(kt::scaled(400), 40));
+    int spawned = 0, refused = 0, lost = 0;
+    for (int i = 0; i < iters; i++) {
+        kio_options o = opts_threads(1);
+        kio_runtime *rt = nullptr;
+        ASSERT_EQ(kio_runtime_create(&o, &rt), 0);
+        std::atomic<int> go{0}, ran{0};
+        int rc = 1;
+        std::thread th([&] {
+            while (go.load() == 0) {
+            }
+            go = 2;
+            kio_task *t = nullptr;
+            rc = kio_spawn(rt, [](void *a) -> void * {
+                static_cast<std::atomic<int> *>(a)->fetch_add(1);
+                return nullptr;
+            }, &ran, &t);
+        });
+        go = 1;
+        while (go.load() != 2) {
+        }
+        for (volatile int k = 0; k < i % 50; k = k + 1) {  // vary where destroy lands
+        }
+        ASSERT_EQ(kio_runtime_destroy(rt), 0);
+        th.join();
+        if (rc == 0) {
+            spawned++;
+            if (ran.load() != 1) lost++;
+        } else {
+            // -EINVAL only if the thread was preempted before kio_spawn read
+            // the handle and destroy had already finished (a stale handle).
+            EXPECT_TRUE(rc == -ECANCELED || rc == -EINVAL) << rc;
+            refused++;
+        }
+    }
+    EXPECT_EQ(lost, 0) << "of " << spawned << " spawns that returned 0 (" << refused << " refused)";
 }
 
 TEST(RuntimeDestroy, FromMainFiberThatMigratedReturnsOnCreatingThread) {

@@ -110,6 +110,50 @@ TEST(Mutex, UnlockByNonOwnerIsIgnored) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// A task that returns holding a mutex leaves it locked, and the next task
+// in its slot is someone else: it waits for the mutex and cannot unlock it
+// (it used to get -EDEADLK, and its unlock took effect).
+TEST(Mutex, TaskInTheSlotOfAHolderThatReturnedIsNotTheOwner) {
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    kio_mutex m = KIO_MUTEX_INIT;
+    for (int i = 0; i < 3; i++) {  // a slot is reused at once on one worker
+        kio_mutex_init(&m);
+        kio_task *a = kt::spawn([&m] { return intptr_t(kio_mutex_lock(&m)); });
+        EXPECT_EQ(kt::await_ok(a), 0);
+        kio_task *b = kt::spawn([&m] {
+            uint64_t saved = kio_deadline_set(kio_now() + 10 * kMs);
+            int r = kio_mutex_lock(&m);
+            kio_deadline_set(saved);
+            kio_mutex_unlock(&m);  // not the owner: ignored
+            return intptr_t(r);
+        });
+        EXPECT_EQ(kt::await_ok(b), -ETIMEDOUT);
+        EXPECT_EQ(kio_mutex_trylock(&m), -EBUSY);
+    }
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+// The same for plain threads: a new thread (which may get the exited one's
+// thread-local storage) is not the owner.
+TEST(Mutex, ThreadAfterAHolderThatExitedIsNotTheOwner) {
+    kio_mutex m = KIO_MUTEX_INIT;
+    for (int i = 0; i < 3; i++) {
+        kio_mutex_init(&m);
+        int a = 9, b = 9;
+        std::thread([&] { a = kio_mutex_lock(&m); }).join();
+        EXPECT_EQ(a, 0);
+        std::thread([&] {
+            uint64_t saved = kio_deadline_set(kio_now() + 10 * kMs);
+            b = kio_mutex_lock(&m);
+            kio_deadline_set(saved);
+            kio_mutex_unlock(&m);  // not the owner: ignored
+        }).join();
+        EXPECT_EQ(b, -ETIMEDOUT);
+        EXPECT_EQ(kio_mutex_trylock(&m), -EBUSY);
+    }
+}
+
 TEST(Mutex, UnlockOfUnlockedMutexIsHarmless) {
     kt::Rt rt(1);
     ASSERT_EQ(rt.rc(), 0);
@@ -296,6 +340,27 @@ TEST(Mutex, WorksBetweenPlainThreadsWithoutRuntime) {
     for (auto &t : th) t.join();
     EXPECT_EQ(errors.load(), 0);
     EXPECT_EQ(counter, 4L * kIters);
+}
+
+// The main fiber may still hold a mutex when it destroys its runtime: the
+// mutex stays locked, and a later locker may look at the holder's Task (it
+// used to live inside the freed runtime: use-after-free under ASan).
+TEST(Mutex, HeldByMainFiberAcrossDestroyStaysLocked) {
+    kio_mutex m = KIO_MUTEX_INIT;
+    {
+        kt::Rt rt(1);
+        ASSERT_EQ(rt.rc(), 0);
+        ASSERT_EQ(kio_mutex_lock(&m), 0);
+        EXPECT_EQ(rt.destroy(), 0);
+    }
+    int rc = 9;
+    std::thread th([&] {
+        uint64_t saved = kio_deadline_set(kio_now() + 20 * kMs);
+        rc = kio_mutex_lock(&m);  // looks at the holder before it waits
+        kio_deadline_set(saved);
+    });
+    th.join();
+    EXPECT_EQ(rc, -ETIMEDOUT);
 }
 
 TEST(Mutex, SharedBetweenTwoRuntimes) {

@@ -919,6 +919,32 @@ TEST(Cancel, AwaitIsACancellationPointAndHandleStaysValid) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// A canceled caller gets -ECANCELED from kio_await before the task's state is
+// looked at: even when another caller already awaits the task (it used to get
+// -EBUSY).
+TEST(Cancel, AwaitByCanceledCallerOfAwaitedTaskIsEcanceledNotEbusy) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<int> release{0}, waiting{0};
+    kio_task *target = kt::spawn([&] { return block_until(release, 41); });
+    kio_task *awaiter = kt::spawn([&] {
+        waiting = 1;
+        void *res = nullptr;
+        int r = kio_await(target, &res);
+        return r ? intptr_t(r) : vi(res);
+    });
+    ASSERT_TRUE(kt::wait_flag(waiting, 1));
+    kio_sleep(20 * kMs);  // the awaiter is parked in kio_await now
+    kio_task *canceled = kt::spawn([&] {
+        kio_cancel_self();
+        return intptr_t(kio_await(target, nullptr));
+    });
+    EXPECT_EQ(kt::await_ok(canceled), -ECANCELED);
+    release = 1;
+    EXPECT_EQ(kt::await_ok(awaiter), 41);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 // ---------------------------------------------------------------------------
 // Select
 
@@ -1045,6 +1071,38 @@ TEST(Select, ManySelectorsAndOneAwaiterOnOneTask) {
     release = 1;
     for (kio_task *t : sel) EXPECT_EQ(kt::await_ok(t), 100);  // index 0: the lowest
     EXPECT_EQ(kt::await_ok(awaiter), 64);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+// A handle in the set is consumed by its awaiter before the selector runs
+// again, and its slot taken by a new task: the index that woke the call is
+// still stored (it used to return 0 with *index unwritten).
+TEST(Select, HandleConsumedByItsAwaiterMeanwhileStillGivesAnIndex) {
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    kio_task *victim = kt::spawn([] {
+        kio_sleep(5 * kMs);
+        return intptr_t(7);
+    });
+    kio_task *reuser = nullptr;
+    kio_task *awaiter = kt::spawn([&] {
+        void *res = nullptr;
+        int r = kio_await(victim, &res);
+        reuser = kt::spawn([] {  // most likely in the victim's slot
+            kio_sleep(20 * kMs);
+            return intptr_t(0);
+        });
+        return r ? intptr_t(r) : vi(res);
+    });
+    kio_yield();  // the awaiter parks first, so it is woken first
+    kio_task *selector = kt::spawn([&] {
+        size_t idx = 12345;
+        int r = kio_select(&victim, 1, &idx);
+        return r ? intptr_t(r) : intptr_t(idx);
+    });
+    EXPECT_EQ(kt::await_ok(selector), 0);
+    EXPECT_EQ(kt::await_ok(awaiter), 7);
+    EXPECT_EQ(kt::await_ok(reuser), 0);
     EXPECT_EQ(rt.destroy(), 0);
 }
 
