@@ -120,6 +120,8 @@ KIO_API int kio_runtime_create(const kio_options *opts, kio_runtime **out) KIO_N
  * back), and returns on the thread that created the runtime, which is a plain
  * thread again. It waits for tasks that ignore cancellation (a task that never
  * reaches a kio call keeps it waiting).
+ * The handle of a destroyed runtime stays safe to pass to kio calls, which
+ * return -EINVAL, until a later kio_runtime_create reuses its memory.
  * Errors: -EINVAL (rt NULL or not a live runtime), -EPERM (not called from the
  * runtime's main fiber, e.g. from a task or another thread). */
 KIO_API int kio_runtime_destroy(kio_runtime *rt) KIO_NOEXCEPT;

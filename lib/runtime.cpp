@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
 
 #include "blocking.h"
@@ -24,6 +25,41 @@
 using namespace kio;
 
 namespace {
+
+// Runtime memory is recycled for later runtimes, never handed back to the
+// allocator: a handle used after kio_runtime_destroy (a second destroy, a
+// plain thread whose kio_spawn races the destroy) then reads a dead magic
+// number, not freed memory. Only the Runtime object itself is kept; its
+// workers, pollers, stacks and pools are freed by its destructor.
+struct RuntimeSlot {
+    alignas(Runtime) unsigned char mem[sizeof(Runtime)];
+    RuntimeSlot *next_free;
+};
+std::mutex g_slots_lock;
+RuntimeSlot *g_free_slots = nullptr;
+
+Runtime *new_runtime(size_t stack_size) {
+    RuntimeSlot *s;
+    {
+        std::lock_guard<std::mutex> g(g_slots_lock);
+        if ((s = g_free_slots)) g_free_slots = s->next_free;
+    }
+    if (!s) s = new (std::nothrow) RuntimeSlot;
+    if (!s) return nullptr;
+    return new (s->mem) Runtime(stack_size);
+}
+
+void delete_runtime(Runtime *rt) {
+    auto *magic = reinterpret_cast<uint32_t *>(&rt->magic);
+    rt->~Runtime();
+    // After the destructor: a store before it could be dropped as dead.
+    __atomic_store_n(magic, 0u, __ATOMIC_RELEASE);
+    auto *s = reinterpret_cast<RuntimeSlot *>(reinterpret_cast<unsigned char *>(rt) -
+                                              offsetof(RuntimeSlot, mem));
+    std::lock_guard<std::mutex> g(g_slots_lock);
+    s->next_free = g_free_slots;
+    g_free_slots = s;
+}
 
 int parse_backend(const char *name, Backend *out) {
     if (!name || !std::strcmp(name, "auto")) {
@@ -74,8 +110,7 @@ void free_runtime(Runtime *rt) {
         san_destroy(&w->idle_san);
     }
     delete[] rt->workers;
-    rt->magic.store(0, std::memory_order_release);
-    delete rt;
+    delete_runtime(rt);
 }
 
 // A fresh Task for the main fiber from the slabs. The slot may have held a
@@ -144,7 +179,7 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
     size_t ps = StackPool::page_size();
     stack = (stack + ps - 1) / ps * ps;
 
-    Runtime *rt = new (std::nothrow) Runtime(stack);
+    Runtime *rt = new_runtime(stack);
     if (!rt) return -ENOMEM;
     rt->nthreads = threads;
     rt->backend = backend;
@@ -153,7 +188,7 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
     rt->dump_signal = o.dump_signal;
     rt->workers = new (std::nothrow) Worker[threads];
     if (!rt->workers) {
-        delete rt;
+        delete_runtime(rt);
         return -ENOMEM;
     }
     for (unsigned i = 0; i < threads; i++) {

@@ -364,6 +364,23 @@ TEST(RuntimeDestroy, NullIsEinval) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// A destroyed runtime's handle is safe to pass on (until a later create reuses
+// its memory): a second destroy, or a plain thread's spawn, gets -EINVAL.
+TEST(RuntimeDestroy, HandleOfADestroyedRuntimeIsEinval) {
+    kio_options o = opts_threads(1);
+    kio_runtime *rt = nullptr;
+    ASSERT_EQ(kio_runtime_create(&o, &rt), 0);
+    ASSERT_EQ(kio_runtime_destroy(rt), 0);
+    EXPECT_EQ(kio_runtime_destroy(rt), -EINVAL);
+    int rc = 0;
+    std::thread th([&] {
+        kio_task *t = nullptr;
+        rc = kio_spawn(rt, [](void *) -> void * { return nullptr; }, nullptr, &t);
+    });
+    th.join();
+    EXPECT_EQ(rc, -EINVAL);
+}
+
 // ---------------------------------------------------------------------------
 // Destroy: cancels what is still running
 
