@@ -136,7 +136,10 @@ static bool is_socket(int fd) {
     int k = st->is_socket.load(std::memory_order_relaxed);
     if (KIO_UNLIKELY(k < 0)) {
         struct stat sb;
-        k = fstat(fd, &sb) == 0 && S_ISSOCK(sb.st_mode);
+        // A number that is not open says nothing about the descriptor that
+        // gets it next: cache only what fstat saw.
+        if (fstat(fd, &sb) != 0) return false;
+        k = S_ISSOCK(sb.st_mode);
         st->is_socket.store(k, std::memory_order_relaxed);
     }
     return k;

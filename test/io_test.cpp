@@ -823,6 +823,38 @@ TEST(SocketErrors, InvalidArgumentsAreEinval) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// A kio_write on a number that is not open fails with -EBADF, and must not
+// remember "not a socket" for the number: a socket that gets it next would
+// then be written with write(2) and raise SIGPIPE instead of -EPIPE.
+TEST(SocketErrors, FailedWriteOnAFreeNumberDoesNotMakeItsNextSocketRaiseSigpipe) {
+    int probe = kio_open("/dev/null", O_RDONLY, 0);  // a number with fresh state
+    ASSERT_GE(probe, 0);
+    ASSERT_EQ(close(probe), 0);  // not through kio: nothing marks it closed
+    std::thread([&] {
+        // Block SIGPIPE on this thread: one raised by write(2) stays pending.
+        sigset_t pipe_set, old;
+        sigemptyset(&pipe_set);
+        sigaddset(&pipe_set, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+        EXPECT_EQ(kio_write(probe, "x", 1), -EBADF);
+        int sv[2];
+        ASSERT_TRUE(unix_pair(sv));
+        int mine = sv[0] == probe ? sv[0] : sv[1] == probe ? sv[1] : -1;
+        if (mine < 0) {
+            ADD_FAILURE() << "the kernel did not reuse number " << probe;
+            close(sv[0]);
+            close(sv[1]);
+        } else {
+            close(mine == sv[0] ? sv[1] : sv[0]);
+            EXPECT_EQ(kio_write(mine, "x", 1), -EPIPE);
+            timespec zero{0, 0};
+            EXPECT_NE(sigtimedwait(&pipe_set, nullptr, &zero), SIGPIPE) << "kio_write raised SIGPIPE";
+            close(mine);
+        }
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    }).join();
+}
+
 // ===========================================================================
 // Deadlines
 
