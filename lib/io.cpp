@@ -252,7 +252,9 @@ KIO_EXPORT int kio_connect(int fd, const struct sockaddr *addr, socklen_t addrle
         FdSeq seen = fd_seq(st);
         if (::connect(fd, addr, addrlen) == 0) return 0;
         int e = errno;
-        if (e != EINPROGRESS && e != EINTR && e != EAGAIN) return -e;
+        // EAGAIN is not "in progress": a Unix listener's backlog is full (or
+        // no local port is free) and the socket stays unconnected.
+        if (e != EINPROGRESS && e != EINTR) return -e;
         // In progress: wait until writable, then read the outcome. (A stale
         // readiness from before may wake us early: then poll(2) says not yet.)
         for (;;) {

@@ -319,6 +319,50 @@ TEST_P(SocketIo, ConnectSucceedsAndIsRefusedByAClosedPort) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// connect(2) on a Unix socket fails with EAGAIN when the listener's backlog
+// is full: the socket stays unconnected, so kio_connect must say so (on a
+// fiber it used to wait for writability and report success).
+TEST_P(SocketIo, ConnectToAFullUnixBacklogIsEagain) {
+    kt::Rt rt(GetParam());
+    ASSERT_EQ(rt.rc(), 0);
+    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ASSERT_GE(l, 0);
+    sockaddr_un a;
+    std::memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "kio-eagain-%d-%u", int(getpid()), GetParam());
+    socklen_t alen = socklen_t(offsetof(sockaddr_un, sun_path) + 1 + std::strlen(a.sun_path + 1));
+    ASSERT_EQ(bind(l, reinterpret_cast<sockaddr *>(&a), alen), 0);
+    ASSERT_EQ(listen(l, 0), 0);
+    auto connect_until_refused = [&](std::vector<int> &socks) {
+        for (int i = 0; i < 8; i++) {
+            int c = kio_socket(AF_UNIX, SOCK_STREAM, 0);
+            if (c < 0) return c;
+            socks.push_back(c);
+            int r = kio_connect(c, reinterpret_cast<sockaddr *>(&a), alen);
+            if (r != 0) return r;
+            sockaddr_un peer;
+            socklen_t pl = sizeof peer;
+            if (getpeername(c, reinterpret_cast<sockaddr *>(&peer), &pl) != 0) return -1000 - errno;
+        }
+        return 0;
+    };
+    std::vector<int> socks;
+    EXPECT_EQ(connect_until_refused(socks), -EAGAIN) << "on a fiber";
+    for (int c : socks) kio_close(c);
+    socks.clear();
+    // Drain the backlog, then the same from a plain thread.
+    for (;;) {
+        int c = accept4(l, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c < 0) break;
+        close(c);
+    }
+    std::thread([&] { EXPECT_EQ(connect_until_refused(socks), -EAGAIN) << "on a plain thread"; }).join();
+    for (int c : socks) kio_close(c);
+    close(l);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST_P(SocketIo, PollReportsReadableWritableAndBoth) {
     kt::Rt rt(GetParam());
     ASSERT_EQ(rt.rc(), 0);
