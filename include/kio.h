@@ -391,7 +391,9 @@ KIO_API uint64_t kio_deadline_get(void) KIO_NOEXCEPT;
  * All of them are cancellation points and honour the deadline (-ETIMEDOUT).
  * Errors besides the system call's own: -EBADF (invalid or closed with
  * kio_close, also when the close happens while parked), -ECANCELED,
- * -ETIMEDOUT. EINTR never reaches the caller (the call is retried).
+ * -ETIMEDOUT, -EINVAL for a NULL buffer with a nonzero length (not the
+ * kernel's -EFAULT; also kio_pread and kio_pwrite). EINTR never reaches the
+ * caller (the call is retried).
  * ------------------------------------------------------------------------- */
 
 KIO_API ssize_t kio_read(int fd, void *buf, size_t len) KIO_NOEXCEPT;

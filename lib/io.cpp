@@ -122,9 +122,14 @@ long io_loop(int fd, Direction dir, Op op, size_t read_len = 0) {
     }
 }
 
+// A NULL buffer with bytes to move is a bad argument (the contract's
+// -EINVAL), not the kernel's -EFAULT. NULL with length 0 is left to POSIX.
+bool null_buf(const void *buf, size_t len) { return !buf && len > 0; }
+
 }  // namespace
 
 KIO_EXPORT ssize_t kio_read(int fd, void *buf, size_t len) noexcept {
+    if (null_buf(buf, len)) return -EINVAL;
     return io_loop(fd, kIn, [&] { return ::read(fd, buf, len); }, len);
 }
 
@@ -146,6 +151,7 @@ static bool is_socket(int fd) {
 }
 
 KIO_EXPORT ssize_t kio_write(int fd, const void *buf, size_t len) noexcept {
+    if (null_buf(buf, len)) return -EINVAL;
     return io_loop(fd, kOut, [&] {
         return is_socket(fd) ? ::send(fd, buf, len, MSG_NOSIGNAL) : ::write(fd, buf, len);
     });
@@ -176,21 +182,25 @@ KIO_EXPORT ssize_t kio_writev(int fd, const struct iovec *iov, int iovcnt) noexc
 }
 
 KIO_EXPORT ssize_t kio_recv(int fd, void *buf, size_t len, int flags) noexcept {
+    if (null_buf(buf, len)) return -EINVAL;
     // Only a plain receive says the queue is empty when it comes back short.
     return io_loop(fd, kIn, [&] { return ::recv(fd, buf, len, flags); }, flags ? 0 : len);
 }
 
 KIO_EXPORT ssize_t kio_send(int fd, const void *buf, size_t len, int flags) noexcept {
+    if (null_buf(buf, len)) return -EINVAL;
     return io_loop(fd, kOut, [&] { return ::send(fd, buf, len, flags | MSG_NOSIGNAL); });
 }
 
 KIO_EXPORT ssize_t kio_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
                                 socklen_t *addrlen) noexcept {
+    if (null_buf(buf, len)) return -EINVAL;
     return io_loop(fd, kIn, [&] { return ::recvfrom(fd, buf, len, flags, addr, addrlen); });
 }
 
 KIO_EXPORT ssize_t kio_sendto(int fd, const void *buf, size_t len, int flags,
                               const struct sockaddr *addr, socklen_t addrlen) noexcept {
+    if (null_buf(buf, len)) return -EINVAL;
     return io_loop(fd, kOut,
                    [&] { return ::sendto(fd, buf, len, flags | MSG_NOSIGNAL, addr, addrlen); });
 }

@@ -846,8 +846,21 @@ TEST(SocketErrors, InvalidArgumentsAreEinval) {
     EXPECT_EQ(kio_accept(l, nullptr, nullptr, 1), -EINVAL);
     EXPECT_EQ(kio_accept(l, nullptr, nullptr, MSG_PEEK), -EINVAL);
     EXPECT_EQ(kio_accept(l, nullptr, nullptr, ~0), -EINVAL);
+    // A NULL buffer with a nonzero length is -EINVAL, not the kernel's -EFAULT.
+    auto null_buffers = [&] {
+        sockaddr_in to = loop4(9);
+        EXPECT_EQ(kio_read(sv[0], nullptr, 10), -EINVAL);
+        EXPECT_EQ(kio_write(sv[0], nullptr, 10), -EINVAL);
+        EXPECT_EQ(kio_recv(sv[0], nullptr, 10, 0), -EINVAL);
+        EXPECT_EQ(kio_send(sv[0], nullptr, 10, 0), -EINVAL);
+        EXPECT_EQ(kio_recvfrom(sv[0], nullptr, 10, 0, nullptr, nullptr), -EINVAL);
+        EXPECT_EQ(kio_sendto(sv[0], nullptr, 10, 0, reinterpret_cast<sockaddr *>(&to), sizeof to), -EINVAL);
+        EXPECT_EQ(kio_write(sv[0], nullptr, 0), 0);  // no bytes: as write(2)
+    };
+    null_buffers();
     // The same from a plain thread.
     std::thread([&] {
+        null_buffers();
         EXPECT_EQ(kio_recvmsg(sv[0], nullptr, 0), -EINVAL);
         EXPECT_EQ(kio_sendmsg(sv[0], nullptr, 0), -EINVAL);
         EXPECT_EQ(kio_poll(sv[0], 0, 0), -EINVAL);
@@ -2032,6 +2045,12 @@ TEST(File, ErrorsAreNegativeErrno) {
     EXPECT_EQ(kio_pwrite(-1, buf, 1, 0), -EBADF);
     EXPECT_EQ(kio_fsync(-1), -EBADF);
     EXPECT_EQ(kio_pread(100000, buf, 1, 0), -EBADF);
+    EXPECT_EQ(kio_pread(fd, nullptr, 1, 0), -EINVAL);
+    EXPECT_EQ(kio_pwrite(fd, nullptr, 1, 0), -EINVAL);
+    std::thread([&] {
+        EXPECT_EQ(kio_pread(fd, nullptr, 1, 0), -EINVAL);
+        EXPECT_EQ(kio_pwrite(fd, nullptr, 1, 0), -EINVAL);
+    }).join();
     EXPECT_EQ(kio_close(fd), 0);
     EXPECT_EQ(kio_pread(fd, buf, 1, 0), -EBADF);
     EXPECT_EQ(kio_pwrite(fd, buf, 1, 0), -EBADF);
