@@ -430,7 +430,8 @@ KIO_API int kio_socket(int domain, int type, int protocol) KIO_NOEXCEPT;
 
 /* Wakes every fiber parked on fd with -EBADF, drops kio's registrations for
  * it, then closes it. Plain threads blocked on a socket in a kio call are
- * woken too (the socket is shut down first). Returns 0 or the error of
+ * woken too with -EBADF (the socket is shut down first, and kio_close waits,
+ * at most 1 s, until they have stopped waiting). Returns 0 or the error of
  * close(2). Use it instead of close(2) for descriptors used with kio: a
  * descriptor closed behind kio's back keeps stale state until a kio call
  * creates a descriptor with that number again. Not a cancellation point. */

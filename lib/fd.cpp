@@ -167,6 +167,7 @@ void fd_dispatch(Worker *w, const PollEvent *events, int n) {
 Waiter *fd_closing(FdState *st) {
     LockGuard<SpinLock> g(st->lock);
     st->closed.store(true, std::memory_order_release);
+    st->close_count.fetch_add(1, std::memory_order_seq_cst);
     st->closing++;
     if (Worker *wk = st->registered) {
         wk->poller.remove(st->fd);

@@ -1576,6 +1576,76 @@ TEST(SocketPlainThread, CloseWakesPlainThreadsBlockedOnASocket) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// A plain thread in kio_read (no deadline) when another thread kio_closes
+// the socket and pipe(2) takes the number at once: the reader must return
+// -EBADF (or end of file), never wait on or read from the new pipe. kio_close
+// waits for the woken thread to leave poll(2) before close(2), and a thread
+// that starts waiting after the close sees the close count moved.
+TEST(SocketPlainThread, CloseThenImmediateReuseOfTheNumberNeverReachesAWaiter) {
+    int bad = 0;
+    for (int i = 0; i < 100 && bad < 3; i++) {
+        int sv[2];
+        ASSERT_TRUE(unix_pair(sv));
+        int num = sv[0];
+        std::atomic<long> r{1};
+        std::atomic<int> started{0};
+        char got[8] = {0};
+        std::thread th([&] {
+            started = 1;
+            r = long(kio_read(num, got, sizeof got - 1));
+        });
+        while (!started.load()) std::this_thread::yield();
+        if (i & 1) usleep(500);  // odd rounds: surely in poll(2)
+        ASSERT_EQ(kio_close(num), 0);
+        int p[2];
+        ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+        if (p[0] == num) {
+            ASSERT_EQ(write(p[1], "STOLEN", 6), 6);
+        }
+        // Safety net: a reader stuck on the pipe gets data (read end) or
+        // sees the read end go away (write end).
+        std::atomic<int> rescued{0};
+        Later rescue(1 * kSec, [&] {
+            rescued = 1;
+            (void)!write(p[1], "STOLEN", 6);
+            if (p[1] == num) close(p[0]);
+        });
+        th.join();
+        rescue.cancel();
+        long res = r.load();
+        if (rescued.load() || (res != -EBADF && res != 0)) {
+            bad++;
+            ADD_FAILURE() << "round " << i << ": kio_read returned " << res << " (\"" << got << "\")"
+                          << (rescued.load() ? ", only after the rescue" : "") << "; the number is now the pipe's "
+                          << (p[0] == num ? "read end" : p[1] == num ? "write end" : "neither end");
+        }
+        if (!(rescued.load() && p[1] == num)) close(p[0]);
+        close(p[1]);
+        kio_close(sv[1]);
+    }
+}
+
+// kio_close of a listener wakes a plain thread in kio_accept with -EBADF
+// (it used to retry accept4 on the shut-down socket and get -EINVAL).
+TEST(SocketPlainThread, CloseWakesAPlainThreadInAcceptWithEbadf) {
+    for (int i = 0; i < 100; i++) {
+        int l = kio_listen_tcp("127.0.0.1", 0, 4);
+        ASSERT_GE(l, 0);
+        std::atomic<int> r{1}, started{0};
+        std::thread th([&] {
+            started = 1;
+            r = kio_accept(l, nullptr, nullptr, 0);
+        });
+        while (!started.load()) std::this_thread::yield();
+        usleep(i & 1 ? 1000 : 100);
+        Later rescue(1 * kSec, [&] { shutdown(l, SHUT_RDWR); });
+        ASSERT_EQ(kio_close(l), 0);
+        th.join();
+        rescue.cancel();
+        EXPECT_EQ(r.load(), -EBADF) << "round " << i;
+    }
+}
+
 // Without plain threads waiting, kio_close only closes the descriptor (wakes
 // the fibers parked on it): the connection stays usable through a duplicate.
 TEST(SocketClose, CloseWithoutPlainThreadWaitersLeavesADuplicateUsable) {
