@@ -1752,6 +1752,44 @@ TEST(SocketPoll, UrgentDataWakesAFiberWaitingForPollpri) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// A regular file is always readable and writable, never "urgent": epoll
+// refuses it (EPERM). kio_poll for POLLPRI then waits like poll(2), until
+// the deadline, kio_close or cancellation, on fibers and plain threads.
+TEST(SocketPoll, PollpriOnARegularFileWaitsLikePoll2) {
+    char path[] = "/tmp/kio-poll-XXXXXX";
+    int f = mkstemp(path);
+    ASSERT_GE(f, 0);
+    unlink(path);
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    EXPECT_EQ(kio_poll(f, POLLIN | POLLOUT, 0), POLLIN | POLLOUT);
+    uint64_t t0 = kio_now(), d = t0 + 50 * kMs;
+    EXPECT_EQ(kio_poll(f, POLLPRI, d), -ETIMEDOUT);
+    expect_deadline_bounds(t0, d, kio_now());
+    std::thread([&] {
+        uint64_t t1 = kio_now(), d1 = t1 + 50 * kMs;
+        EXPECT_EQ(kio_poll(f, POLLPRI, d1), -ETIMEDOUT) << "plain thread";
+        expect_deadline_bounds(t1, d1, kio_now());
+    }).join();
+    std::atomic<int> started{0};
+    auto waiter = [&] {
+        started.fetch_add(1);
+        return intptr_t(kio_poll(f, POLLPRI, kio_now() + 2 * kSec));
+    };
+    kio_task *canceled = kt::spawn(waiter);
+    ASSERT_TRUE(kt::wait_flag(started, 1));
+    kio_sleep(20 * kMs);
+    EXPECT_EQ(kt::cancel_ok(canceled), -ECANCELED);
+    kio_task *closed = kt::spawn(waiter);
+    ASSERT_TRUE(kt::wait_flag(started, 2));
+    kio_sleep(20 * kMs);
+    t0 = kio_now();
+    EXPECT_EQ(kio_close(f), 0);
+    EXPECT_EQ(kt::await_ok(closed), -EBADF);
+    EXPECT_LT(kt::since(t0), kt::prompt(1 * kSec));
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 // ===========================================================================
 // TCP helpers
 
