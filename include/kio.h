@@ -363,7 +363,8 @@ KIO_API void kio_cond_broadcast(kio_cond *c) KIO_NOEXCEPT;
  * kio_select, kio_blocking, kio_open, ...) returns -ETIMEDOUT once kio_now()
  * reaches it, leaving nothing registered behind. Calls that take their own
  * deadline use the earlier of the two. Exceptions: kio_pread, kio_pwrite and
- * kio_fsync check it on entry only (see Files).
+ * kio_fsync are bounded only until a pool thread starts them (see Files);
+ * kio_listen_tcp and kio_dial_tcp bound their name lookup on fibers only.
  * ------------------------------------------------------------------------- */
 
 /* Sets the calling task's deadline (kio_now() base; 0 = none) and returns the
@@ -459,11 +460,13 @@ KIO_API int kio_dial_tcp(const char *host, int port, uint64_t deadline) KIO_NOEX
  * on entry. kio_open (which can block without bound: a FIFO, a hung network
  * file system) is also abandoned by cancellation or the deadline: the fiber
  * returns -ECANCELED / -ETIMEDOUT at once, and a descriptor the open still
- * produces is closed. kio_pread, kio_pwrite and kio_fsync, once started, run
- * to completion and the fiber waits for them (the pool thread uses the
- * caller's buffer, which must stay valid); a cancellation that arrives
- * meanwhile shows at the next cancellation point. From a plain thread they
- * run directly.
+ * produces is closed. kio_pread, kio_pwrite and kio_fsync fail with
+ * -ETIMEDOUT on entry if the deadline has passed; while queued behind a busy
+ * pool, cancellation or the deadline withdraw them (-ECANCELED, -ETIMEDOUT;
+ * they never run). Once started they run to completion and the fiber waits
+ * for them (the pool thread uses the caller's buffer, which must stay
+ * valid); a cancellation that arrives meanwhile shows at the next
+ * cancellation point. From a plain thread they run directly.
  * ------------------------------------------------------------------------- */
 
 KIO_API int kio_open(const char *path, int flags, mode_t mode) KIO_NOEXCEPT;

@@ -2610,6 +2610,71 @@ TEST(Blocking, DestroyRightAfterAPoolThreadWokeTheMainFiber) {
     }
 }
 
+namespace {
+
+// Pool jobs that hold their thread until released (at most 10 s).
+struct Hogs {
+    std::atomic<int> started{0}, release{0};
+};
+
+void *hog(void *arg) {
+    auto *h = static_cast<Hogs *>(arg);
+    h->started.fetch_add(1);
+    for (int i = 0; i < 10000 && !h->release.load(); i++) usleep(1000);
+    return nullptr;
+}
+
+}  // namespace
+
+// kio_pread, kio_pwrite and kio_fsync queued behind a pool whose 64 threads
+// are all busy have not started: cancellation and the deadline withdraw them
+// (they never run), and a deadline already past fails them on entry.
+TEST(Blocking, FileCallsQueuedBehindABusyPoolEndByCancelOrDeadline) {
+    char path[] = "/tmp/kio-queued-XXXXXX";
+    int fd = mkstemp(path);
+    ASSERT_GE(fd, 0);
+    unlink(path);
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    Hogs h;
+    std::vector<kio_task *> hogs;
+    for (int i = 0; i < 64; i++) hogs.push_back(kt::spawn([&] { return intptr_t(kio_blocking(hog, &h, nullptr)); }));
+    ASSERT_TRUE(kt::wait_flag(h.started, 64));
+    std::atomic<int> started{0};
+    kio_task *reader = kt::spawn([&] {
+        char b[4];
+        started = 1;
+        return intptr_t(kio_pread(fd, b, sizeof b, 0));
+    });
+    ASSERT_TRUE(kt::wait_flag(started, 1));
+    kio_sleep(20 * kMs);  // queued now
+    uint64_t t0 = kio_now();
+    EXPECT_EQ(kt::cancel_ok(reader), -ECANCELED);
+    EXPECT_LT(kt::since(t0), kt::prompt(500 * kMs));
+    uint64_t prev = kio_deadline_set(kio_now() + 30 * kMs);
+    t0 = kio_now();
+    EXPECT_EQ(kio_pwrite(fd, "abcd", 4, 0), -ETIMEDOUT);
+    EXPECT_LT(kt::since(t0), kt::prompt(500 * kMs));
+    kio_deadline_set(kio_now() + 30 * kMs);
+    EXPECT_EQ(kio_fsync(fd), -ETIMEDOUT);
+    kio_deadline_set(kio_now() - 1);
+    EXPECT_EQ(kio_pwrite(fd, "abcd", 4, 0), -ETIMEDOUT) << "a deadline already past";
+    kio_deadline_set(prev);
+    h.release = 1;
+    for (kio_task *t : hogs) EXPECT_EQ(kt::await_ok(t), 0);
+    kio_sleep(20 * kMs);
+    struct stat sb;
+    ASSERT_EQ(fstat(fd, &sb), 0);
+    EXPECT_EQ(sb.st_size, 0) << "a withdrawn kio_pwrite ran anyway";
+    // The pool is free again: the calls run.
+    EXPECT_EQ(kio_pwrite(fd, "abcd", 4, 0), 4);
+    char b[4];
+    EXPECT_EQ(kio_pread(fd, b, sizeof b, 0), 4);
+    EXPECT_EQ(kio_fsync(fd), 0);
+    kio_close(fd);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 // ===========================================================================
 // Completion queues
 
