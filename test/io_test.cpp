@@ -1576,6 +1576,26 @@ TEST(SocketPlainThread, CloseWakesPlainThreadsBlockedOnASocket) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+namespace {
+
+// Waits (at most 1 s) until OS thread tid sleeps in the kernel.
+bool thread_sleeps(long tid) {
+    std::string path = "/proc/self/task/" + std::to_string(tid) + "/stat";
+    for (int i = 0; i < 10000; i++) {
+        char buf[512] = {0};
+        int f = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (f < 0) return false;
+        ssize_t n = read(f, buf, sizeof buf - 1);
+        close(f);
+        const char *paren = n > 0 ? std::strrchr(buf, ')') : nullptr;
+        if (paren && paren[1] == ' ' && paren[2] == 'S') return true;
+        usleep(100);
+    }
+    return false;
+}
+
+}  // namespace
+
 // A plain thread in kio_read (no deadline) when another thread kio_closes
 // the socket and pipe(2) takes the number at once: the reader must return
 // -EBADF (or end of file), never wait on or read from the new pipe. kio_close
@@ -1587,15 +1607,17 @@ TEST(SocketPlainThread, CloseThenImmediateReuseOfTheNumberNeverReachesAWaiter) {
         int sv[2];
         ASSERT_TRUE(unix_pair(sv));
         int num = sv[0];
-        std::atomic<long> r{1};
-        std::atomic<int> started{0};
+        std::atomic<long> r{1}, tid{0};
         char got[8] = {0};
         std::thread th([&] {
-            started = 1;
+            tid = kt::os_thread_id();
             r = long(kio_read(num, got, sizeof got - 1));
         });
-        while (!started.load()) std::this_thread::yield();
-        if (i & 1) usleep(500);  // odd rounds: surely in poll(2)
+        // Only a call that began before the close counts: wait until the
+        // thread sleeps in the kernel (poll(2)).
+        while (!tid.load()) std::this_thread::yield();
+        ASSERT_TRUE(thread_sleeps(tid.load())) << "round " << i;
+        if (i & 1) usleep(500);
         ASSERT_EQ(kio_close(num), 0);
         int p[2];
         ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
