@@ -368,7 +368,8 @@ KIO_API void kio_cond_broadcast(kio_cond *c) KIO_NOEXCEPT;
  * kio_select, kio_blocking, kio_open, ...) returns -ETIMEDOUT once kio_now()
  * reaches it, leaving nothing registered behind. Calls that take their own
  * deadline use the earlier of the two. Exceptions: kio_pread, kio_pwrite and
- * kio_fsync check it on entry only (see Files).
+ * kio_fsync are bounded only until a pool thread starts them (see Files);
+ * kio_listen_tcp and kio_dial_tcp bound their name lookup on fibers only.
  * ------------------------------------------------------------------------- */
 
 /* Sets the calling task's deadline (kio_now() base; 0 = none) and returns the
@@ -396,7 +397,9 @@ KIO_API uint64_t kio_deadline_get(void) KIO_NOEXCEPT;
  * All of them are cancellation points and honour the deadline (-ETIMEDOUT).
  * Errors besides the system call's own: -EBADF (invalid or closed with
  * kio_close, also when the close happens while parked), -ECANCELED,
- * -ETIMEDOUT. EINTR never reaches the caller (the call is retried).
+ * -ETIMEDOUT, -EINVAL for a NULL buffer with a nonzero length (not the
+ * kernel's -EFAULT; also kio_pread and kio_pwrite). EINTR never reaches the
+ * caller (the call is retried).
  * ------------------------------------------------------------------------- */
 
 KIO_API ssize_t kio_read(int fd, void *buf, size_t len) KIO_NOEXCEPT;
@@ -433,7 +436,8 @@ KIO_API int kio_socket(int domain, int type, int protocol) KIO_NOEXCEPT;
 
 /* Wakes every fiber parked on fd with -EBADF, drops kio's registrations for
  * it, then closes it. Plain threads blocked on a socket in a kio call are
- * woken too (the socket is shut down first). Returns 0 or the error of
+ * woken too with -EBADF (the socket is shut down first, and kio_close waits,
+ * at most 1 s, until they have stopped waiting). Returns 0 or the error of
  * close(2). Use it instead of close(2) for descriptors used with kio: a
  * descriptor closed behind kio's back keeps stale state until a kio call
  * creates a descriptor with that number again. Not a cancellation point. */
@@ -461,11 +465,13 @@ KIO_API int kio_dial_tcp(const char *host, int port, uint64_t deadline) KIO_NOEX
  * on entry. kio_open (which can block without bound: a FIFO, a hung network
  * file system) is also abandoned by cancellation or the deadline: the fiber
  * returns -ECANCELED / -ETIMEDOUT at once, and a descriptor the open still
- * produces is closed. kio_pread, kio_pwrite and kio_fsync, once started, run
- * to completion and the fiber waits for them (the pool thread uses the
- * caller's buffer, which must stay valid); a cancellation that arrives
- * meanwhile shows at the next cancellation point. From a plain thread they
- * run directly.
+ * produces is closed. kio_pread, kio_pwrite and kio_fsync fail with
+ * -ETIMEDOUT on entry if the deadline has passed; while queued behind a busy
+ * pool, cancellation or the deadline withdraw them (-ECANCELED, -ETIMEDOUT;
+ * they never run). Once started they run to completion and the fiber waits
+ * for them (the pool thread uses the caller's buffer, which must stay
+ * valid); a cancellation that arrives meanwhile shows at the next
+ * cancellation point. From a plain thread they run directly.
  * ------------------------------------------------------------------------- */
 
 KIO_API int kio_open(const char *path, int flags, mode_t mode) KIO_NOEXCEPT;

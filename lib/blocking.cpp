@@ -11,7 +11,8 @@ namespace {
 
 // A job outlives the fiber that asked for it when that fiber stops waiting:
 // two references (the fiber, the pool thread); the last one frees it. The
-// waiter pointer is guarded by `lock` and cleared by the fiber when it leaves.
+// waiter pointer and `done` are guarded by `lock`; the fiber clears the
+// waiter when it leaves.
 struct Job {
     Job *next = nullptr;
     kio_fn fn;
@@ -19,6 +20,7 @@ struct Job {
     void *result = nullptr;
     SpinLock lock;
     Waiter *waiter = nullptr;
+    bool done = false;  // fn returned (a waiter that comes late must not park)
     void (*abandoned)(void *arg, void *result) = nullptr;
     std::atomic<int> refs{2};
 };
@@ -61,6 +63,25 @@ class BlockingPool {
         }
         pthread_mutex_unlock(&mu_);
         return ok;
+    }
+
+    // Takes j back if no thread has taken it yet (then it never runs and the
+    // pool's reference is the caller's to drop).
+    bool withdraw(Job *j) {
+        pthread_mutex_lock(&mu_);
+        Job **link = &head_, *prev = nullptr;
+        while (*link && *link != j) {
+            prev = *link;
+            link = &(*link)->next;
+        }
+        bool found = *link == j;
+        if (found) {
+            *link = j->next;
+            if (tail_ == j) tail_ = prev;
+            queued_--;
+        }
+        pthread_mutex_unlock(&mu_);
+        return found;
     }
 
     // Stops accepting idle time and waits until every thread has left.
@@ -132,6 +153,7 @@ class BlockingPool {
         bool observed = false;
         {
             LockGuard<SpinLock> g(j->lock);
+            j->done = true;
             if (j->waiter) {
                 Claim c = claim(j->waiter, 0);
                 observed = c != Claim::kLost;
@@ -186,19 +208,32 @@ void publish_blocking(Waiter *w, void *arg) {
     if (!a->submitted) claim(w, -EAGAIN);
 }
 
+// A job a pool thread has taken: waits, uncancelably, until fn returns.
+void publish_taken(Waiter *w, void *arg) {
+    auto *j = static_cast<Job *>(arg);
+    LockGuard<SpinLock> g(j->lock);
+    if (j->done) claim(w, 0);
+    else j->waiter = w;
+}
+
+int wait_taken(Job *j) {
+    Waiter w;
+    return wait_on(&w, publish_taken, j, 0, false, KIO_PARK_BLOCKING, reinterpret_cast<const void *>(j->fn));
+}
+
+// A deadline already past: do not start work that would only be abandoned
+// or withdrawn (and would win the race against the timer if quick).
+bool deadline_passed() {
+    Task *self = current_task();
+    return self && self->deadline && self->deadline <= now_ns();
+}
+
 }  // namespace
 
-int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, bool cancelable,
+int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, BlockingStop stop,
                  void (*abandoned)(void *arg, void *result), bool *queued) {
-    if (cancelable) {
-        // A deadline already past: do not start work that would only be
-        // abandoned (and would win the race against the timer if quick).
-        Task *self = current_task();
-        if (self && self->deadline && self->deadline <= now_ns()) {
-            if (queued) *queued = false;
-            return -ETIMEDOUT;
-        }
-    }
+    if (queued) *queued = false;
+    if (deadline_passed()) return -ETIMEDOUT;
     BlockingPool *pool = blocking_pool(rt);
     if (!pool) return -ENOMEM;
     Job *j = new (std::nothrow) Job;
@@ -208,14 +243,23 @@ int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, bool cancelab
     j->abandoned = abandoned;
     Waiter w;
     BlockingWait a{pool, j, false};
-    int r = wait_on(&w, publish_blocking, &a, 0, cancelable, KIO_PARK_BLOCKING, reinterpret_cast<const void *>(fn));
+    int r = wait_on(&w, publish_blocking, &a, 0, true, KIO_PARK_BLOCKING, reinterpret_cast<const void *>(fn));
     {
         LockGuard<SpinLock> g(j->lock);
-        j->waiter = nullptr;  // canceled or timed out: the job finishes unobserved
+        j->waiter = nullptr;  // kAbandon: the job finishes unobserved
+    }
+    if (r != 0 && a.submitted && stop == BlockingStop::kBeforeStart) {
+        // Canceled or timed out: withdraw the job if it has not started;
+        // else a pool thread is using the caller's memory: wait for it.
+        if (pool->withdraw(j)) {
+            a.submitted = false;  // never ran: the pool's reference is ours
+        } else {
+            r = wait_taken(j);
+        }
     }
     if (r == 0 && result) *result = j->result;
     if (queued) *queued = a.submitted;
-    if (!a.submitted) drop(j);  // the pool never got its reference
+    if (!a.submitted) drop(j);  // the pool never got (or gave back) its reference
     drop(j);
     return r;
 }

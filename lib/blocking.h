@@ -27,14 +27,24 @@ class BlockingPool;
 BlockingPool *blocking_pool(Runtime *rt);
 void blocking_pool_destroy(BlockingPool *pool);  // waits for running jobs
 
-// Runs fn(arg) on rt's pool and parks the calling fiber until it returns.
-// cancelable: cancellation or the deadline scope may end the wait early (the
-// job then finishes unobserved, so fn and arg must not depend on the caller's
-// frame, and the pool thread calls abandoned(arg, result), if given, once fn
-// returns). Returns 0 with *result set, or a negative errno. *queued (if
-// given) says whether the job reached the pool: after a failure it then runs
-// (or ran) unobserved and arg belongs to it.
-int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, bool cancelable,
+// How cancellation or the deadline scope may end a wait on the pool.
+enum class BlockingStop {
+    // At once: the job finishes unobserved, so fn and arg must not depend on
+    // the caller's frame; the pool thread calls abandoned(arg, result), if
+    // given, once fn returns.
+    kAbandon,
+    // Only while the job is queued: it is withdrawn and never runs. Once a
+    // pool thread has it, the caller waits (uncancelably) for fn to return,
+    // so fn may use the caller's frame (a buffer).
+    kBeforeStart,
+};
+
+// Runs fn(arg) on rt's pool and parks the calling fiber until it returns or
+// `stop` lets cancellation or the deadline end the wait (a deadline already
+// past fails at once). Returns 0 with *result set, or a negative errno.
+// *queued (if given) says whether the job reached the pool: after a failure
+// with kAbandon it then runs (or ran) unobserved and arg belongs to it.
+int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, BlockingStop stop,
                  void (*abandoned)(void *arg, void *result) = nullptr, bool *queued = nullptr);
 
 }  // namespace kio

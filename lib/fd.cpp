@@ -53,11 +53,16 @@ void publish_fd_wait(Waiter *w, void *arg) {
         // This runs on the worker the fiber parked on: register there.
         Worker *wk = current_worker();
         int e = wk->poller.add(st->fd, st);
-        if (e) {
+        if (e == -EPERM) {
+            // A descriptor the poller cannot watch (epoll: a regular file) is
+            // always as ready as poll(2) just said: wait unregistered, for
+            // kio_close, cancellation or the deadline, as poll(2) would.
+        } else if (e) {
             claim(w, e);
             return;
+        } else {
+            st->registered = wk;
         }
-        st->registered = wk;
     }
     for (int i = 0; i < ndirs; i++) list_of(st, dirs[i]).push_back(&a->nodes[i]);
 }
@@ -167,6 +172,7 @@ void fd_dispatch(Worker *w, const PollEvent *events, int n) {
 Waiter *fd_closing(FdState *st) {
     LockGuard<SpinLock> g(st->lock);
     st->closed.store(true, std::memory_order_release);
+    st->close_count.fetch_add(1, std::memory_order_seq_cst);
     st->closing++;
     if (Worker *wk = st->registered) {
         wk->poller.remove(st->fd);

@@ -42,6 +42,11 @@ struct FdState {
     int closing = 0;                // kio_close calls between marking and close(2)
     Worker *registered = nullptr;   // the worker whose poller holds the registration
     std::atomic<int> thread_waiters{0};  // plain threads blocked in poll(2) on it
+    // kio_close calls so far (fd_closing bumps it): a plain thread that saw
+    // another value when its call began knows its descriptor is gone, even
+    // if the number is open again. seq_cst with thread_waiters: either the
+    // closer sees the waiter or the waiter sees the bump.
+    std::atomic<uint32_t> close_count{0};
     WaitList readers, writers;
 };
 

@@ -1,9 +1,10 @@
 // Regular files and arbitrary blocking calls, on the blocking pool.
 //
-// kio_pread, kio_pwrite and kio_fsync are cancellation points on entry only:
-// once started they run to completion (the fiber waits for them), because the
-// pool thread uses the caller's buffer; on a regular file that takes bounded
-// time. kio_open can block without bound (a FIFO without a writer, a hung
+// kio_pread, kio_pwrite and kio_fsync end by cancellation or the deadline
+// only until a pool thread takes them (a queued job is withdrawn and never
+// runs): once started they run to completion (the fiber waits for them),
+// because the pool thread uses the caller's buffer; on a regular file that
+// takes bounded time. kio_open can block without bound (a FIFO without a writer, a hung
 // network file system), so cancellation or the deadline abandon it: it works
 // on a copy of the path and closes the descriptor if nobody takes it.
 // kio_blocking can be abandoned likewise; its function finishes unobserved.
@@ -47,7 +48,7 @@ long offload(Op op) {
         Call<Op>::run(&c);
     } else {
         if (self->cancel_pending()) return -ECANCELED;
-        if (int w = run_blocking(self->rt, &Call<Op>::run, &c, nullptr, false)) return w;
+        if (int w = run_blocking(self->rt, &Call<Op>::run, &c, nullptr, BlockingStop::kBeforeStart)) return w;
     }
     return c.r < 0 ? -c.e : c.r;
 }
@@ -104,7 +105,7 @@ KIO_EXPORT int kio_open(const char *path, int flags, mode_t mode) noexcept {
         rc = -ECANCELED;
     } else {
         bool queued = false;
-        rc = run_blocking(self->rt, &OpenCall::run, c, nullptr, true, &OpenCall::abandoned, &queued);
+        rc = run_blocking(self->rt, &OpenCall::run, c, nullptr, BlockingStop::kAbandon, &OpenCall::abandoned, &queued);
         if (rc && queued) return rc;  // c belongs to the job now
     }
     int fd = rc ? rc : c->r < 0 ? -c->e : c->r;
@@ -114,11 +115,13 @@ KIO_EXPORT int kio_open(const char *path, int flags, mode_t mode) noexcept {
 }
 
 KIO_EXPORT ssize_t kio_pread(int fd, void *buf, size_t len, off_t offset) noexcept {
+    if (!buf && len > 0) return -EINVAL;  // as the socket calls, not -EFAULT
     if (fd < 0) return -EBADF;
     return offload([&] { return long(::pread(fd, buf, len, offset)); });
 }
 
 KIO_EXPORT ssize_t kio_pwrite(int fd, const void *buf, size_t len, off_t offset) noexcept {
+    if (!buf && len > 0) return -EINVAL;  // as the socket calls, not -EFAULT
     if (fd < 0) return -EBADF;
     return offload([&] { return long(::pwrite(fd, buf, len, offset)); });
 }
@@ -137,5 +140,5 @@ KIO_EXPORT int kio_blocking(kio_fn fn, void *arg, void **result) noexcept {
         return 0;
     }
     if (self->cancel_pending()) return -ECANCELED;
-    return run_blocking(self->rt, fn, arg, result, true);
+    return run_blocking(self->rt, fn, arg, result, BlockingStop::kAbandon);
 }

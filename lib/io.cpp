@@ -3,6 +3,7 @@
 // block in poll(2) instead.
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,21 +18,43 @@ using namespace kio;
 
 namespace {
 
+// What a plain thread knows of fd when its call begins: the state and its
+// close count. -EBADF if kio_close closed the number (and it is not open
+// again) or is closing it right now.
+struct ThreadFd {
+    FdState *st;
+    uint32_t closes;
+};
+int thread_enter(int fd, ThreadFd *t) {
+    t->st = fd_state(fd);
+    t->closes = t->st ? t->st->close_count.load(std::memory_order_seq_cst) : 0;
+    if (t->st && !fd_reopen_if_reused(t->st)) return -EBADF;
+    return 0;
+}
+
+// kio_close ran since the call began: the descriptor the caller meant is
+// gone, whatever now has its number.
+bool closed_since(const ThreadFd &t) {
+    return t.st && t.st->close_count.load(std::memory_order_seq_cst) != t.closes;
+}
+
 // A plain thread waits for readiness in poll(2), bounded by its deadline.
-// It counts itself in the descriptor's state, so that kio_close can wake it.
-int thread_wait(int fd, short events, uint64_t deadline) {
-    FdState *st = fd_state(fd);
+// It counts itself in the descriptor's state, so that kio_close can wake it
+// and waits for it to leave poll(2) before close(2) (else poll would look
+// the number up again and wait on whatever now has it). Returns the revents
+// (> 0) or a negative errno.
+int thread_wait(int fd, const ThreadFd &t, short events, uint64_t deadline) {
     struct Count {
         FdState *st;
         explicit Count(FdState *s) : st(s) {
-            if (st) st->thread_waiters.fetch_add(1, std::memory_order_acq_rel);
+            if (st) st->thread_waiters.fetch_add(1, std::memory_order_seq_cst);
         }
         ~Count() {
-            if (st) st->thread_waiters.fetch_sub(1, std::memory_order_acq_rel);
+            if (st) st->thread_waiters.fetch_sub(1, std::memory_order_release);
         }
-    } count(st);
-    if (st && !fd_reopen_if_reused(st)) return -EBADF;
+    } count(t.st);
     for (;;) {
+        if (closed_since(t)) return -EBADF;
         // Readiness wins over an expired deadline, as in a fiber's wait.
         int timeout = -1;
         if (deadline) {
@@ -40,8 +63,10 @@ int thread_wait(int fd, short events, uint64_t deadline) {
         }
         pollfd p{fd, events, 0};
         int r = ::poll(&p, 1, timeout);
-        if (r > 0) return (p.revents & POLLNVAL) ? -EBADF : 0;
-        if (r < 0 && errno != EINTR) return -errno;
+        int e = errno;
+        if (closed_since(t)) return -EBADF;  // woken by kio_close
+        if (r > 0) return (p.revents & POLLNVAL) ? -EBADF : p.revents;
+        if (r < 0 && e != EINTR) return -e;
         if (deadline && now_ns() >= deadline) return -ETIMEDOUT;
     }
 }
@@ -86,18 +111,23 @@ long io_loop(int fd, Direction dir, Op op, size_t read_len = 0) {
         // Plain thread: leave the descriptor's mode alone; block in poll(2)
         // if it happens to be non-blocking.
         uint64_t deadline = scope_deadline();
+        short events = dir == kIn ? POLLIN : POLLOUT;
+        ThreadFd t;
+        if (int e = thread_enter(fd, &t)) return e;
         for (;;) {
             // Under a deadline, wait for readiness first: the descriptor may
             // be in blocking mode, and the call must not outlast the deadline.
             if (deadline) {
-                if (int w = thread_wait(fd, dir == kIn ? POLLIN : POLLOUT, deadline)) return w;
+                int w = thread_wait(fd, t, events, deadline);
+                if (w < 0) return w;
             }
             long r = op();
             if (r >= 0) return r;
             int e = errno;
             if (e == EINTR) continue;
             if (e != EAGAIN && e != EWOULDBLOCK) return -e;
-            if (int w = thread_wait(fd, dir == kIn ? POLLIN : POLLOUT, deadline)) return w;
+            int w = thread_wait(fd, t, events, deadline);
+            if (w < 0) return w;
         }
     }
     if (self->cancel_pending()) return -ECANCELED;
@@ -122,9 +152,14 @@ long io_loop(int fd, Direction dir, Op op, size_t read_len = 0) {
     }
 }
 
+// A NULL buffer with bytes to move is a bad argument (the contract's
+// -EINVAL), not the kernel's -EFAULT. NULL with length 0 is left to POSIX.
+bool null_buf(const void *buf, size_t len) { return !buf && len > 0; }
+
 }  // namespace
 
 KIO_EXPORT ssize_t kio_read(int fd, void *buf, size_t len) noexcept {
+    if (null_buf(buf, len)) return -EINVAL;
     return io_loop(fd, kIn, [&] { return ::read(fd, buf, len); }, len);
 }
 
@@ -136,13 +171,17 @@ static bool is_socket(int fd) {
     int k = st->is_socket.load(std::memory_order_relaxed);
     if (KIO_UNLIKELY(k < 0)) {
         struct stat sb;
-        k = fstat(fd, &sb) == 0 && S_ISSOCK(sb.st_mode);
+        // A number that is not open says nothing about the descriptor that
+        // gets it next: cache only what fstat saw.
+        if (fstat(fd, &sb) != 0) return false;
+        k = S_ISSOCK(sb.st_mode);
         st->is_socket.store(k, std::memory_order_relaxed);
     }
     return k;
 }
 
 KIO_EXPORT ssize_t kio_write(int fd, const void *buf, size_t len) noexcept {
+    if (null_buf(buf, len)) return -EINVAL;
     return io_loop(fd, kOut, [&] {
         return is_socket(fd) ? ::send(fd, buf, len, MSG_NOSIGNAL) : ::write(fd, buf, len);
     });
@@ -173,21 +212,25 @@ KIO_EXPORT ssize_t kio_writev(int fd, const struct iovec *iov, int iovcnt) noexc
 }
 
 KIO_EXPORT ssize_t kio_recv(int fd, void *buf, size_t len, int flags) noexcept {
+    if (null_buf(buf, len)) return -EINVAL;
     // Only a plain receive says the queue is empty when it comes back short.
     return io_loop(fd, kIn, [&] { return ::recv(fd, buf, len, flags); }, flags ? 0 : len);
 }
 
 KIO_EXPORT ssize_t kio_send(int fd, const void *buf, size_t len, int flags) noexcept {
+    if (null_buf(buf, len)) return -EINVAL;
     return io_loop(fd, kOut, [&] { return ::send(fd, buf, len, flags | MSG_NOSIGNAL); });
 }
 
 KIO_EXPORT ssize_t kio_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
                                 socklen_t *addrlen) noexcept {
+    if (null_buf(buf, len)) return -EINVAL;
     return io_loop(fd, kIn, [&] { return ::recvfrom(fd, buf, len, flags, addr, addrlen); });
 }
 
 KIO_EXPORT ssize_t kio_sendto(int fd, const void *buf, size_t len, int flags,
                               const struct sockaddr *addr, socklen_t addrlen) noexcept {
+    if (null_buf(buf, len)) return -EINVAL;
     return io_loop(fd, kOut,
                    [&] { return ::sendto(fd, buf, len, flags | MSG_NOSIGNAL, addr, addrlen); });
 }
@@ -238,9 +281,12 @@ KIO_EXPORT int kio_connect(int fd, const struct sockaddr *addr, socklen_t addrle
     if (!addr) return -EINVAL;
     Task *self = current_task();
     if (!self) {
+        ThreadFd t;
+        if (int e = thread_enter(fd, &t)) return e;
         if (::connect(fd, addr, addrlen) == 0) return 0;
         if (errno != EINPROGRESS && errno != EINTR) return -errno;
-        if (int w = thread_wait(fd, POLLOUT, scope_deadline())) return w;
+        int w = thread_wait(fd, t, POLLOUT, scope_deadline());
+        if (w < 0) return w;
     } else {
         if (self->cancel_pending()) return -ECANCELED;
         int err = 0;
@@ -249,7 +295,9 @@ KIO_EXPORT int kio_connect(int fd, const struct sockaddr *addr, socklen_t addrle
         FdSeq seen = fd_seq(st);
         if (::connect(fd, addr, addrlen) == 0) return 0;
         int e = errno;
-        if (e != EINPROGRESS && e != EINTR && e != EAGAIN) return -e;
+        // EAGAIN is not "in progress": a Unix listener's backlog is full (or
+        // no local port is free) and the socket stays unconnected.
+        if (e != EINPROGRESS && e != EINTR) return -e;
         // In progress: wait until writable, then read the outcome. (A stale
         // readiness from before may wake us early: then poll(2) says not yet.)
         for (;;) {
@@ -270,14 +318,11 @@ KIO_EXPORT int kio_poll(int fd, short events, uint64_t deadline) noexcept {
     if (!(events & (POLLIN | POLLOUT | POLLPRI))) return -EINVAL;
     Task *self = current_task();
     if (!self) {
-        for (;;) {
-            pollfd p{fd, events, 0};
-            int r = ::poll(&p, 1, 0);
-            if (r > 0) return (p.revents & POLLNVAL) ? -EBADF : p.revents;
-            if (r < 0 && errno != EINTR) return -errno;
-            // Plain thread: the poll(2) below blocks; loop to collect revents.
-            if (int w = thread_wait(fd, events, earliest(deadline, scope_deadline()))) return w;
-        }
+        // Plain thread: thread_wait's poll(2) reports a ready descriptor at
+        // once, even past the deadline.
+        ThreadFd t;
+        if (int e = thread_enter(fd, &t)) return e;
+        return thread_wait(fd, t, events, earliest(deadline, scope_deadline()));
     }
     // A cancellation point even when the descriptor is ready, like every
     // other kio call that may park.
@@ -308,14 +353,24 @@ KIO_EXPORT int kio_socket(int domain, int type, int protocol) noexcept {
 #endif
 }
 
+// Plain threads block in poll(2), which close(2) does not wake; for a
+// socket, shutting it down does (they then see the close count moved and
+// return -EBADF). Waits (at most 1 s) until they have left poll(2): after
+// close(2) the number may name a new descriptor at once, and poll(2) looks
+// the number up again when it wakes. ENOTCONN (an unconnected socket) still
+// wakes them on Linux.
+static void wake_threads(FdState *st, int fd) {
+    if (::shutdown(fd, SHUT_RDWR) < 0 && errno != ENOTCONN) return;
+    uint64_t give_up = now_ns() + 1000000000ull;
+    while (st->thread_waiters.load(std::memory_order_acquire) > 0 && now_ns() < give_up) sched_yield();
+}
+
 KIO_EXPORT int kio_close(int fd) noexcept {
     if (fd < 0) return -EBADF;
     FdState *st = fd_state(fd);
     if (st) {
         wake_chain(fd_closing(st));
-        // Plain threads block in poll(2), which close(2) does not wake; for a
-        // socket, shutting it down does (they then see -EBADF or EOF).
-        if (st->thread_waiters.load(std::memory_order_acquire) > 0) ::shutdown(fd, SHUT_RDWR);
+        if (st->thread_waiters.load(std::memory_order_seq_cst) > 0) wake_threads(st, fd);
     }
     // Linux closes the descriptor even when close(2) fails with EINTR.
     int r = ::close(fd) < 0 && errno != EINTR ? -errno : 0;

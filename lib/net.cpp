@@ -94,7 +94,7 @@ int resolve(const char *host, int port, bool passive, addrinfo **out) {
             return -ECANCELED;
         }
         bool queued = false;
-        int w = run_blocking(self->rt, &Resolve::run, r, nullptr, true, &Resolve::abandoned, &queued);
+        int w = run_blocking(self->rt, &Resolve::run, r, nullptr, BlockingStop::kAbandon, &Resolve::abandoned, &queued);
         if (w) {
             if (!queued) Resolve::destroy(r);  // else the job frees it
             return w;

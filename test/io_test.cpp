@@ -319,6 +319,50 @@ TEST_P(SocketIo, ConnectSucceedsAndIsRefusedByAClosedPort) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// connect(2) on a Unix socket fails with EAGAIN when the listener's backlog
+// is full: the socket stays unconnected, so kio_connect must say so (on a
+// fiber it used to wait for writability and report success).
+TEST_P(SocketIo, ConnectToAFullUnixBacklogIsEagain) {
+    kt::Rt rt(GetParam());
+    ASSERT_EQ(rt.rc(), 0);
+    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ASSERT_GE(l, 0);
+    sockaddr_un a;
+    std::memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "kio-eagain-%d-%u", int(getpid()), GetParam());
+    socklen_t alen = socklen_t(offsetof(sockaddr_un, sun_path) + 1 + std::strlen(a.sun_path + 1));
+    ASSERT_EQ(bind(l, reinterpret_cast<sockaddr *>(&a), alen), 0);
+    ASSERT_EQ(listen(l, 0), 0);
+    auto connect_until_refused = [&](std::vector<int> &socks) {
+        for (int i = 0; i < 8; i++) {
+            int c = kio_socket(AF_UNIX, SOCK_STREAM, 0);
+            if (c < 0) return c;
+            socks.push_back(c);
+            int r = kio_connect(c, reinterpret_cast<sockaddr *>(&a), alen);
+            if (r != 0) return r;
+            sockaddr_un peer;
+            socklen_t pl = sizeof peer;
+            if (getpeername(c, reinterpret_cast<sockaddr *>(&peer), &pl) != 0) return -1000 - errno;
+        }
+        return 0;
+    };
+    std::vector<int> socks;
+    EXPECT_EQ(connect_until_refused(socks), -EAGAIN) << "on a fiber";
+    for (int c : socks) kio_close(c);
+    socks.clear();
+    // Drain the backlog, then the same from a plain thread.
+    for (;;) {
+        int c = accept4(l, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c < 0) break;
+        close(c);
+    }
+    std::thread([&] { EXPECT_EQ(connect_until_refused(socks), -EAGAIN) << "on a plain thread"; }).join();
+    for (int c : socks) kio_close(c);
+    close(l);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST_P(SocketIo, PollReportsReadableWritableAndBoth) {
     kt::Rt rt(GetParam());
     ASSERT_EQ(rt.rc(), 0);
@@ -802,8 +846,21 @@ TEST(SocketErrors, InvalidArgumentsAreEinval) {
     EXPECT_EQ(kio_accept(l, nullptr, nullptr, 1), -EINVAL);
     EXPECT_EQ(kio_accept(l, nullptr, nullptr, MSG_PEEK), -EINVAL);
     EXPECT_EQ(kio_accept(l, nullptr, nullptr, ~0), -EINVAL);
+    // A NULL buffer with a nonzero length is -EINVAL, not the kernel's -EFAULT.
+    auto null_buffers = [&] {
+        sockaddr_in to = loop4(9);
+        EXPECT_EQ(kio_read(sv[0], nullptr, 10), -EINVAL);
+        EXPECT_EQ(kio_write(sv[0], nullptr, 10), -EINVAL);
+        EXPECT_EQ(kio_recv(sv[0], nullptr, 10, 0), -EINVAL);
+        EXPECT_EQ(kio_send(sv[0], nullptr, 10, 0), -EINVAL);
+        EXPECT_EQ(kio_recvfrom(sv[0], nullptr, 10, 0, nullptr, nullptr), -EINVAL);
+        EXPECT_EQ(kio_sendto(sv[0], nullptr, 10, 0, reinterpret_cast<sockaddr *>(&to), sizeof to), -EINVAL);
+        EXPECT_EQ(kio_write(sv[0], nullptr, 0), 0);  // no bytes: as write(2)
+    };
+    null_buffers();
     // The same from a plain thread.
     std::thread([&] {
+        null_buffers();
         EXPECT_EQ(kio_recvmsg(sv[0], nullptr, 0), -EINVAL);
         EXPECT_EQ(kio_sendmsg(sv[0], nullptr, 0), -EINVAL);
         EXPECT_EQ(kio_poll(sv[0], 0, 0), -EINVAL);
@@ -821,6 +878,38 @@ TEST(SocketErrors, InvalidArgumentsAreEinval) {
     kio_close(sv[0]);
     kio_close(sv[1]);
     EXPECT_EQ(rt.destroy(), 0);
+}
+
+// A kio_write on a number that is not open fails with -EBADF, and must not
+// remember "not a socket" for the number: a socket that gets it next would
+// then be written with write(2) and raise SIGPIPE instead of -EPIPE.
+TEST(SocketErrors, FailedWriteOnAFreeNumberDoesNotMakeItsNextSocketRaiseSigpipe) {
+    int probe = kio_open("/dev/null", O_RDONLY, 0);  // a number with fresh state
+    ASSERT_GE(probe, 0);
+    ASSERT_EQ(close(probe), 0);  // not through kio: nothing marks it closed
+    std::thread([&] {
+        // Block SIGPIPE on this thread: one raised by write(2) stays pending.
+        sigset_t pipe_set, old;
+        sigemptyset(&pipe_set);
+        sigaddset(&pipe_set, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+        EXPECT_EQ(kio_write(probe, "x", 1), -EBADF);
+        int sv[2];
+        ASSERT_TRUE(unix_pair(sv));
+        int mine = sv[0] == probe ? sv[0] : sv[1] == probe ? sv[1] : -1;
+        if (mine < 0) {
+            ADD_FAILURE() << "the kernel did not reuse number " << probe;
+            close(sv[0]);
+            close(sv[1]);
+        } else {
+            close(mine == sv[0] ? sv[1] : sv[0]);
+            EXPECT_EQ(kio_write(mine, "x", 1), -EPIPE);
+            timespec zero{0, 0};
+            EXPECT_NE(sigtimedwait(&pipe_set, nullptr, &zero), SIGPIPE) << "kio_write raised SIGPIPE";
+            close(mine);
+        }
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    }).join();
 }
 
 // ===========================================================================
@@ -1487,6 +1576,98 @@ TEST(SocketPlainThread, CloseWakesPlainThreadsBlockedOnASocket) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+namespace {
+
+// Waits (at most 1 s) until OS thread tid sleeps in the kernel.
+bool thread_sleeps(long tid) {
+    std::string path = "/proc/self/task/" + std::to_string(tid) + "/stat";
+    for (int i = 0; i < 10000; i++) {
+        char buf[512] = {0};
+        int f = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (f < 0) return false;
+        ssize_t n = read(f, buf, sizeof buf - 1);
+        close(f);
+        const char *paren = n > 0 ? std::strrchr(buf, ')') : nullptr;
+        if (paren && paren[1] == ' ' && paren[2] == 'S') return true;
+        usleep(100);
+    }
+    return false;
+}
+
+}  // namespace
+
+// A plain thread in kio_read (no deadline) when another thread kio_closes
+// the socket and pipe(2) takes the number at once: the reader must return
+// -EBADF (or end of file), never wait on or read from the new pipe. kio_close
+// waits for the woken thread to leave poll(2) before close(2), and a thread
+// that starts waiting after the close sees the close count moved.
+TEST(SocketPlainThread, CloseThenImmediateReuseOfTheNumberNeverReachesAWaiter) {
+    int bad = 0;
+    for (int i = 0; i < 100 && bad < 3; i++) {
+        int sv[2];
+        ASSERT_TRUE(unix_pair(sv));
+        int num = sv[0];
+        std::atomic<long> r{1}, tid{0};
+        char got[8] = {0};
+        std::thread th([&] {
+            tid = kt::os_thread_id();
+            r = long(kio_read(num, got, sizeof got - 1));
+        });
+        // Only a call that began before the close counts: wait until the
+        // thread sleeps in the kernel (poll(2)).
+        while (!tid.load()) std::this_thread::yield();
+        ASSERT_TRUE(thread_sleeps(tid.load())) << "round " << i;
+        if (i & 1) usleep(500);
+        ASSERT_EQ(kio_close(num), 0);
+        int p[2];
+        ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+        if (p[0] == num) {
+            ASSERT_EQ(write(p[1], "STOLEN", 6), 6);
+        }
+        // Safety net: a reader stuck on the pipe gets data (read end) or
+        // sees the read end go away (write end).
+        std::atomic<int> rescued{0};
+        Later rescue(1 * kSec, [&] {
+            rescued = 1;
+            (void)!write(p[1], "STOLEN", 6);
+            if (p[1] == num) close(p[0]);
+        });
+        th.join();
+        rescue.cancel();
+        long res = r.load();
+        if (rescued.load() || (res != -EBADF && res != 0)) {
+            bad++;
+            ADD_FAILURE() << "round " << i << ": kio_read returned " << res << " (\"" << got << "\")"
+                          << (rescued.load() ? ", only after the rescue" : "") << "; the number is now the pipe's "
+                          << (p[0] == num ? "read end" : p[1] == num ? "write end" : "neither end");
+        }
+        if (!(rescued.load() && p[1] == num)) close(p[0]);
+        close(p[1]);
+        kio_close(sv[1]);
+    }
+}
+
+// kio_close of a listener wakes a plain thread in kio_accept with -EBADF
+// (it used to retry accept4 on the shut-down socket and get -EINVAL).
+TEST(SocketPlainThread, CloseWakesAPlainThreadInAcceptWithEbadf) {
+    for (int i = 0; i < 100; i++) {
+        int l = kio_listen_tcp("127.0.0.1", 0, 4);
+        ASSERT_GE(l, 0);
+        std::atomic<int> r{1}, started{0};
+        std::thread th([&] {
+            started = 1;
+            r = kio_accept(l, nullptr, nullptr, 0);
+        });
+        while (!started.load()) std::this_thread::yield();
+        usleep(i & 1 ? 1000 : 100);
+        Later rescue(1 * kSec, [&] { shutdown(l, SHUT_RDWR); });
+        ASSERT_EQ(kio_close(l), 0);
+        th.join();
+        rescue.cancel();
+        EXPECT_EQ(r.load(), -EBADF) << "round " << i;
+    }
+}
+
 // Without plain threads waiting, kio_close only closes the descriptor (wakes
 // the fibers parked on it): the connection stays usable through a duplicate.
 TEST(SocketClose, CloseWithoutPlainThreadWaitersLeavesADuplicateUsable) {
@@ -1590,6 +1771,44 @@ TEST(SocketPoll, UrgentDataWakesAFiberWaitingForPollpri) {
     EXPECT_LT(kt::since(t0), kt::prompt(1 * kSec));
     kio_close(c);
     kio_close(s);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+// A regular file is always readable and writable, never "urgent": epoll
+// refuses it (EPERM). kio_poll for POLLPRI then waits like poll(2), until
+// the deadline, kio_close or cancellation, on fibers and plain threads.
+TEST(SocketPoll, PollpriOnARegularFileWaitsLikePoll2) {
+    char path[] = "/tmp/kio-poll-XXXXXX";
+    int f = mkstemp(path);
+    ASSERT_GE(f, 0);
+    unlink(path);
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    EXPECT_EQ(kio_poll(f, POLLIN | POLLOUT, 0), POLLIN | POLLOUT);
+    uint64_t t0 = kio_now(), d = t0 + 50 * kMs;
+    EXPECT_EQ(kio_poll(f, POLLPRI, d), -ETIMEDOUT);
+    expect_deadline_bounds(t0, d, kio_now());
+    std::thread([&] {
+        uint64_t t1 = kio_now(), d1 = t1 + 50 * kMs;
+        EXPECT_EQ(kio_poll(f, POLLPRI, d1), -ETIMEDOUT) << "plain thread";
+        expect_deadline_bounds(t1, d1, kio_now());
+    }).join();
+    std::atomic<int> started{0};
+    auto waiter = [&] {
+        started.fetch_add(1);
+        return intptr_t(kio_poll(f, POLLPRI, kio_now() + 2 * kSec));
+    };
+    kio_task *canceled = kt::spawn(waiter);
+    ASSERT_TRUE(kt::wait_flag(started, 1));
+    kio_sleep(20 * kMs);
+    EXPECT_EQ(kt::cancel_ok(canceled), -ECANCELED);
+    kio_task *closed = kt::spawn(waiter);
+    ASSERT_TRUE(kt::wait_flag(started, 2));
+    kio_sleep(20 * kMs);
+    t0 = kio_now();
+    EXPECT_EQ(kio_close(f), 0);
+    EXPECT_EQ(kt::await_ok(closed), -EBADF);
+    EXPECT_LT(kt::since(t0), kt::prompt(1 * kSec));
     EXPECT_EQ(rt.destroy(), 0);
 }
 
@@ -1956,6 +2175,12 @@ TEST(File, ErrorsAreNegativeErrno) {
     EXPECT_EQ(kio_pwrite(-1, buf, 1, 0), -EBADF);
     EXPECT_EQ(kio_fsync(-1), -EBADF);
     EXPECT_EQ(kio_pread(100000, buf, 1, 0), -EBADF);
+    EXPECT_EQ(kio_pread(fd, nullptr, 1, 0), -EINVAL);
+    EXPECT_EQ(kio_pwrite(fd, nullptr, 1, 0), -EINVAL);
+    std::thread([&] {
+        EXPECT_EQ(kio_pread(fd, nullptr, 1, 0), -EINVAL);
+        EXPECT_EQ(kio_pwrite(fd, nullptr, 1, 0), -EINVAL);
+    }).join();
     EXPECT_EQ(kio_close(fd), 0);
     EXPECT_EQ(kio_pread(fd, buf, 1, 0), -EBADF);
     EXPECT_EQ(kio_pwrite(fd, buf, 1, 0), -EBADF);
@@ -2405,6 +2630,71 @@ TEST(Blocking, DestroyRightAfterAPoolThreadWokeTheMainFiber) {
         ASSERT_EQ(vi(r), i + 1);
         ASSERT_EQ(rt.destroy(), 0);
     }
+}
+
+namespace {
+
+// Pool jobs that hold their thread until released (at most 10 s).
+struct Hogs {
+    std::atomic<int> started{0}, release{0};
+};
+
+void *hog(void *arg) {
+    auto *h = static_cast<Hogs *>(arg);
+    h->started.fetch_add(1);
+    for (int i = 0; i < 10000 && !h->release.load(); i++) usleep(1000);
+    return nullptr;
+}
+
+}  // namespace
+
+// kio_pread, kio_pwrite and kio_fsync queued behind a pool whose 64 threads
+// are all busy have not started: cancellation and the deadline withdraw them
+// (they never run), and a deadline already past fails them on entry.
+TEST(Blocking, FileCallsQueuedBehindABusyPoolEndByCancelOrDeadline) {
+    char path[] = "/tmp/kio-queued-XXXXXX";
+    int fd = mkstemp(path);
+    ASSERT_GE(fd, 0);
+    unlink(path);
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    Hogs h;
+    std::vector<kio_task *> hogs;
+    for (int i = 0; i < 64; i++) hogs.push_back(kt::spawn([&] { return intptr_t(kio_blocking(hog, &h, nullptr)); }));
+    ASSERT_TRUE(kt::wait_flag(h.started, 64));
+    std::atomic<int> started{0};
+    kio_task *reader = kt::spawn([&] {
+        char b[4];
+        started = 1;
+        return intptr_t(kio_pread(fd, b, sizeof b, 0));
+    });
+    ASSERT_TRUE(kt::wait_flag(started, 1));
+    kio_sleep(20 * kMs);  // queued now
+    uint64_t t0 = kio_now();
+    EXPECT_EQ(kt::cancel_ok(reader), -ECANCELED);
+    EXPECT_LT(kt::since(t0), kt::prompt(500 * kMs));
+    uint64_t prev = kio_deadline_set(kio_now() + 30 * kMs);
+    t0 = kio_now();
+    EXPECT_EQ(kio_pwrite(fd, "abcd", 4, 0), -ETIMEDOUT);
+    EXPECT_LT(kt::since(t0), kt::prompt(500 * kMs));
+    kio_deadline_set(kio_now() + 30 * kMs);
+    EXPECT_EQ(kio_fsync(fd), -ETIMEDOUT);
+    kio_deadline_set(kio_now() - 1);
+    EXPECT_EQ(kio_pwrite(fd, "abcd", 4, 0), -ETIMEDOUT) << "a deadline already past";
+    kio_deadline_set(prev);
+    h.release = 1;
+    for (kio_task *t : hogs) EXPECT_EQ(kt::await_ok(t), 0);
+    kio_sleep(20 * kMs);
+    struct stat sb;
+    ASSERT_EQ(fstat(fd, &sb), 0);
+    EXPECT_EQ(sb.st_size, 0) << "a withdrawn kio_pwrite ran anyway";
+    // The pool is free again: the calls run.
+    EXPECT_EQ(kio_pwrite(fd, "abcd", 4, 0), 4);
+    char b[4];
+    EXPECT_EQ(kio_pread(fd, b, sizeof b, 0), 4);
+    EXPECT_EQ(kio_fsync(fd), 0);
+    kio_close(fd);
+    EXPECT_EQ(rt.destroy(), 0);
 }
 
 // ===========================================================================
