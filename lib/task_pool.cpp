@@ -17,6 +17,12 @@ void *g_spare = nullptr;  // a list of TaskPool::Slab through their `next`
 
 TaskPool::~TaskPool() {
     if (!slabs_) return;
+    // Every task has finished, but those whose handles were never consumed
+    // still say live: a handle of a destroyed runtime must be stale, and the
+    // next runtime's scans (cancel_all) must not take a slot it is filling in
+    // for a live task.
+    for (Slab *s = slabs_; s; s = s->next)
+        for (Task &t : s->tasks) t.magic.store(Task::kMagicFree, std::memory_order_release);
     Slab *last = slabs_;
     while (last->next) last = last->next;
     std::lock_guard<std::mutex> g(g_spare_lock);

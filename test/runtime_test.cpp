@@ -365,13 +365,19 @@ TEST(RuntimeDestroy, NullIsEinval) {
 }
 
 // A destroyed runtime's handle is safe to pass on (until a later create reuses
-// its memory): a second destroy, or a plain thread's spawn, gets -EINVAL.
+// its memory): a second destroy, a plain thread's spawn, or a handle of one
+// of its tasks that was never consumed, gets -EINVAL.
 TEST(RuntimeDestroy, HandleOfADestroyedRuntimeIsEinval) {
     kio_options o = opts_threads(1);
     kio_runtime *rt = nullptr;
     ASSERT_EQ(kio_runtime_create(&o, &rt), 0);
+    kio_task *never_consumed = kt::spawn([] { return intptr_t(7); });
+    ASSERT_NE(never_consumed, nullptr);
     ASSERT_EQ(kio_runtime_destroy(rt), 0);
     EXPECT_EQ(kio_runtime_destroy(rt), -EINVAL);
+    // Its tasks' handles are stale too, consumed or not.
+    EXPECT_EQ(kio_await(never_consumed, nullptr), -EINVAL);
+    EXPECT_EQ(kio_detach(never_consumed), -EINVAL);
     int rc = 0;
     std::thread th([&] {
         kio_task *t = nullptr;
