@@ -17,6 +17,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "poller.h"
@@ -51,6 +52,10 @@ struct FdState {
 };
 
 enum Direction { kIn = 0, kOut = 1 };
+
+// A NULL buffer with bytes to move is a bad argument (the contract's
+// -EINVAL), not the kernel's -EFAULT. NULL with length 0 is left to POSIX.
+inline bool null_buf(const void *buf, size_t len) { return !buf && len > 0; }
 
 // The state of fd (created on first use); nullptr if fd is negative or too
 // large for the table, or out of memory.

@@ -115,13 +115,13 @@ KIO_EXPORT int kio_open(const char *path, int flags, mode_t mode) noexcept {
 }
 
 KIO_EXPORT ssize_t kio_pread(int fd, void *buf, size_t len, off_t offset) noexcept {
-    if (!buf && len > 0) return -EINVAL;  // as the socket calls, not -EFAULT
+    if (null_buf(buf, len)) return -EINVAL;
     if (fd < 0) return -EBADF;
     return offload([&] { return long(::pread(fd, buf, len, offset)); });
 }
 
 KIO_EXPORT ssize_t kio_pwrite(int fd, const void *buf, size_t len, off_t offset) noexcept {
-    if (!buf && len > 0) return -EINVAL;  // as the socket calls, not -EFAULT
+    if (null_buf(buf, len)) return -EINVAL;
     if (fd < 0) return -EBADF;
     return offload([&] { return long(::pwrite(fd, buf, len, offset)); });
 }

@@ -152,10 +152,6 @@ long io_loop(int fd, Direction dir, Op op, size_t read_len = 0) {
     }
 }
 
-// A NULL buffer with bytes to move is a bad argument (the contract's
-// -EINVAL), not the kernel's -EFAULT. NULL with length 0 is left to POSIX.
-bool null_buf(const void *buf, size_t len) { return !buf && len > 0; }
-
 }  // namespace
 
 KIO_EXPORT ssize_t kio_read(int fd, void *buf, size_t len) noexcept {

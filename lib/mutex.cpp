@@ -50,15 +50,10 @@ constexpr int kRetryFree = 2;  // found the mutex free while parking; try again
 // `state` (57 bits: never exhausted).
 static_assert(sizeof(uintptr_t) == 8, "owner identities need a 64-bit state word");
 std::atomic<uint64_t> g_next_owner{1};
-constexpr uint64_t kOwnerBlock = 4096;
 thread_local uintptr_t tls_thread_owner;  // read only by plain threads, which never switch
 
 KIO_NOINLINE uintptr_t new_task_owner(Worker *w, Task *t) {
-    if (w->owner_next == w->owner_end) {
-        w->owner_next = g_next_owner.fetch_add(kOwnerBlock, std::memory_order_relaxed);
-        w->owner_end = w->owner_next + kOwnerBlock;
-    }
-    t->mutex_owner = uintptr_t(w->owner_next++) << M::kOwnerShift;
+    t->mutex_owner = uintptr_t(w->mutex_owners.take(g_next_owner)) << M::kOwnerShift;
     return t->mutex_owner;
 }
 

@@ -184,14 +184,15 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
         return err;
     };
     if (!fn || !out) return fail(-EINVAL);
-    Worker *cw = current_worker_at_entry();  // read first: see OutsideCall below
+    // The caller's worker, read first (see OutsideCall below); a spawn never
+    // switches, so it holds for the whole call.
+    Worker *cw = current_worker_at_entry();
     Runtime *rt;
     if (rth) {
         if (!(rt = runtime_of(rth))) return fail(-EINVAL);
     } else {
-        Worker *w = current_worker_fast();
-        if (!w) return fail(-EPERM);
-        rt = w->rt;
+        if (!cw) return fail(-EPERM);
+        rt = cw->rt;
     }
     // Registered right after rt was found live, and before the shutdown
     // check: destroy then either refuses this spawn or waits until its task
@@ -205,7 +206,7 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
         stack_size = (opts->stack_size + ps - 1) / ps * ps;
         if (stack_size == rt->default_stack()) stack_size = 0;
     }
-    Task *self = current_task();
+    Task *self = cw ? static_cast<Task *>(cw->current) : nullptr;
     bool inside = self && self->rt == rt;  // a task of rt (may spawn during shutdown)
     if (rt->shutting_down.load(std::memory_order_seq_cst) && !inside) return fail(-ECANCELED);
     // A stack of a non-default size is reserved now, so that running out of
@@ -219,18 +220,8 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
     }
 
     t->gen.store(t->gen.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    Worker *w = current_worker_fast();
-    if (w && w->rt != rt) w = nullptr;
-    if (w) {
-        if (w->id_next == w->id_end) {
-            constexpr uint64_t kIdBlock = 4096;
-            w->id_next = rt->next_id.fetch_add(kIdBlock, std::memory_order_relaxed);
-            w->id_end = w->id_next + kIdBlock;
-        }
-        t->id = w->id_next++;
-    } else {
-        t->id = rt->next_id.fetch_add(1, std::memory_order_relaxed);
-    }
+    Worker *w = cw && cw->rt == rt ? cw : nullptr;
+    t->id = w ? w->task_ids.take(rt->next_id) : rt->next_id.fetch_add(1, std::memory_order_relaxed);
     t->rt = rt;
     t->mutex_owner = 0;
     t->fn = fn;

@@ -52,6 +52,24 @@ class Racy {
     std::atomic<T> v_{};
 };
 
+// Numbers handed out by a shared counter, taken a block at a time so that
+// the owner (a worker) does one shared RMW per kBlock numbers, not per number.
+// Unique, not dense or ordered across owners.
+class NumberBlock {
+  public:
+    static constexpr uint64_t kBlock = 4096;
+    uint64_t take(std::atomic<uint64_t> &source) {
+        if (next_ == end_) {
+            next_ = source.fetch_add(kBlock, std::memory_order_relaxed);
+            end_ = next_ + kBlock;
+        }
+        return next_++;
+    }
+
+  private:
+    uint64_t next_ = 0, end_ = 0;
+};
+
 // A spinlock for short critical sections that never park (queue links, heap
 // edits). Test-and-test-and-set keeps waiters off the line while it is held.
 class SpinLock {

@@ -74,8 +74,8 @@ struct alignas(kCacheLine) Worker {
     size_t nstacks = 0;
     Task *task_cache = nullptr;
     size_t ntasks = 0;
-    uint64_t id_next = 0, id_end = 0;  // block of task ids taken from the runtime
-    uint64_t owner_next = 0, owner_end = 0;  // block of mutex owner identities (mutex.cpp)
+    NumberBlock task_ids;      // from Runtime::next_id
+    NumberBlock mutex_owners;  // mutex owner identities (mutex.cpp)
     PollEvent events[64];
 
     // Shared with other threads.
