@@ -1774,14 +1774,27 @@ TEST(SocketPoll, UrgentDataWakesAFiberWaitingForPollpri) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+namespace {
+
+// An open regular file, already unlinked (in TMPDIR or /tmp), or -1.
+int unlinked_temp_file() {
+    const char *base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/kio_io_test.XXXXXX";
+    std::vector<char> path(tmpl.begin(), tmpl.end());
+    path.push_back('\0');
+    int fd = mkstemp(path.data());
+    if (fd >= 0) unlink(path.data());
+    return fd;
+}
+
+}  // namespace
+
 // A regular file is always readable and writable, never "urgent": epoll
 // refuses it (EPERM). kio_poll for POLLPRI then waits like poll(2), until
 // the deadline, kio_close or cancellation, on fibers and plain threads.
 TEST(SocketPoll, PollpriOnARegularFileWaitsLikePoll2) {
-    char path[] = "/tmp/kio-poll-XXXXXX";
-    int f = mkstemp(path);
+    int f = unlinked_temp_file();
     ASSERT_GE(f, 0);
-    unlink(path);
     kt::Rt rt(2);
     ASSERT_EQ(rt.rc(), 0);
     EXPECT_EQ(kio_poll(f, POLLIN | POLLOUT, 0), POLLIN | POLLOUT);
@@ -2652,10 +2665,8 @@ void *hog(void *arg) {
 // are all busy have not started: cancellation and the deadline withdraw them
 // (they never run), and a deadline already past fails them on entry.
 TEST(Blocking, FileCallsQueuedBehindABusyPoolEndByCancelOrDeadline) {
-    char path[] = "/tmp/kio-queued-XXXXXX";
-    int fd = mkstemp(path);
+    int fd = unlinked_temp_file();
     ASSERT_GE(fd, 0);
-    unlink(path);
     kt::Rt rt(2);
     ASSERT_EQ(rt.rc(), 0);
     Hogs h;

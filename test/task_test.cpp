@@ -33,6 +33,21 @@ intptr_t block_until(std::atomic<int> &flag, intptr_t result) {
     return result;
 }
 
+// A task that awaits target and returns its result (or the await's error);
+// returns once that task is parked in kio_await.
+kio_task *spawn_parked_awaiter(kio_task *target) {
+    std::atomic<int> waiting{0};
+    kio_task *awaiter = kt::spawn([&waiting, target] {
+        waiting = 1;
+        void *res = nullptr;
+        int r = kio_await(target, &res);
+        return r ? intptr_t(r) : vi(res);
+    });
+    EXPECT_TRUE(kt::wait_flag(waiting, 1));
+    kio_sleep(20 * kMs);  // the awaiter is parked in kio_await now
+    return awaiter;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -195,16 +210,9 @@ TEST(TaskHandle, AwaitOrCancelOfSelfIsEdeadlk) {
 TEST(TaskHandle, SecondAwaiterCancelerOrDetacherIsEbusy) {
     kt::Rt rt(2);
     ASSERT_EQ(rt.rc(), 0);
-    std::atomic<int> release{0}, waiting{0};
+    std::atomic<int> release{0};
     kio_task *target = kt::spawn([&] { return block_until(release, 21); });
-    kio_task *awaiter = kt::spawn([&] {
-        waiting = 1;
-        void *res = nullptr;
-        int r = kio_await(target, &res);
-        return r ? intptr_t(r) : vi(res);
-    });
-    ASSERT_TRUE(kt::wait_flag(waiting, 1));
-    kio_sleep(20 * kMs);  // the awaiter is parked in kio_await now
+    kio_task *awaiter = spawn_parked_awaiter(target);
     EXPECT_EQ(kio_await(target, nullptr), -EBUSY);
     EXPECT_EQ(kio_cancel(target, nullptr), -EBUSY);
     EXPECT_EQ(kio_detach(target), -EBUSY);
@@ -925,16 +933,9 @@ TEST(Cancel, AwaitIsACancellationPointAndHandleStaysValid) {
 TEST(Cancel, AwaitByCanceledCallerOfAwaitedTaskIsEcanceledNotEbusy) {
     kt::Rt rt(2);
     ASSERT_EQ(rt.rc(), 0);
-    std::atomic<int> release{0}, waiting{0};
+    std::atomic<int> release{0};
     kio_task *target = kt::spawn([&] { return block_until(release, 41); });
-    kio_task *awaiter = kt::spawn([&] {
-        waiting = 1;
-        void *res = nullptr;
-        int r = kio_await(target, &res);
-        return r ? intptr_t(r) : vi(res);
-    });
-    ASSERT_TRUE(kt::wait_flag(waiting, 1));
-    kio_sleep(20 * kMs);  // the awaiter is parked in kio_await now
+    kio_task *awaiter = spawn_parked_awaiter(target);
     kio_task *canceled = kt::spawn([&] {
         kio_cancel_self();
         return intptr_t(kio_await(target, nullptr));
