@@ -40,7 +40,7 @@ struct TimerHeap;
 
 struct TimerNode {
     uint64_t deadline = 0;
-    uint32_t index = 0;                        // the heap's slot for this node, valid while heap != nullptr
+    uint32_t index = 0;                        // where the heap keeps this node, valid while heap != nullptr
     std::atomic<TimerHeap *> heap{nullptr};    // the heap holding this node, or nullptr
 };
 
