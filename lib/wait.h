@@ -3,7 +3,7 @@
 //
 // A Waiter stands for one party that waits: a parked fiber (task != nullptr)
 // or a blocked plain thread. It can be reachable from several sources at once
-// (a condition's queue, a timer heap, the canceler through Task::cur_wait);
+// (a condition's queue, a worker's timers, the canceler through Task::cur_wait);
 // whichever source claims it first decides the outcome, by one CAS on `state`.
 //
 //   state (low 2 bits)    meaning                     who moves it

@@ -1,4 +1,4 @@
-// Workers: the OS threads that run fibers. Each owns run queues, a timer heap,
+// Workers: the OS threads that run fibers. Each owns run queues, timers,
 // a poller, and caches of stacks and task slots.
 //
 // Fibers switch directly to one another; a worker's own "idle context" (its
