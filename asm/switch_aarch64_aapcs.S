@@ -94,6 +94,27 @@ KIO_FUNC_BEGIN(kio_ctx_entry)
     .cfi_endproc
 KIO_FUNC_END(kio_ctx_entry)
 
+/* Starts a fresh fiber on the stack of the context that calls it, which is
+ * abandoned (a dying fiber handing its stack to the next task):
+ *
+ *   void kio_ctx_restart(void *stack_top, entry, void *arg, void *msg);
+ *
+ * Equivalent to switching to make_context(stack_top, entry, arg) with msg,
+ * minus saving anything and minus writing the first block: sp goes straight
+ * to the aligned top, where kio_ctx_entry expects it. FPCR stays as it is
+ * (make_context would copy the current one). Never returns. */
+KIO_FUNC_BEGIN(kio_ctx_restart)
+    .cfi_startproc
+    .cfi_undefined x30
+    and x0, x0, #~15
+    mov sp, x0
+    mov x19, x2
+    mov x20, x1
+    mov x0, x3
+    b KIO_SYM(kio_ctx_entry)
+    .cfi_endproc
+KIO_FUNC_END(kio_ctx_restart)
+
 #if defined(__ELF__)
 .section .note.GNU-stack, "", %progbits
 #endif

@@ -93,6 +93,28 @@ KIO_FUNC_BEGIN(kio_ctx_entry)
     .cfi_endproc
 KIO_FUNC_END(kio_ctx_entry)
 
+/* Starts a fresh fiber on the stack of the context that calls it, which is
+ * abandoned (a dying fiber handing its stack to the next task):
+ *
+ *   void kio_ctx_restart(void *stack_top, entry, void *arg, void *msg);
+ *
+ * Equivalent to switching to make_context(stack_top, entry, arg) with msg,
+ * minus saving anything and minus writing the first block: rsp goes straight
+ * to the aligned top, where kio_ctx_entry expects it. MXCSR and the x87
+ * control word stay as they are (make_context would copy the current ones).
+ * Never returns. */
+KIO_FUNC_BEGIN(kio_ctx_restart)
+    .cfi_startproc
+    .cfi_undefined rip
+    andq $-16, %rdi
+    movq %rdi, %rsp
+    movq %rsi, %r13
+    movq %rdx, %r12
+    movq %rcx, %rax
+    jmp KIO_SYM(kio_ctx_entry)
+    .cfi_endproc
+KIO_FUNC_END(kio_ctx_restart)
+
 #if defined(__ELF__)
 .section .note.GNU-stack, "", @progbits
 #endif

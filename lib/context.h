@@ -16,6 +16,11 @@ extern "C" {
 void *kio_ctx_switch(void **save_sp, void *load_sp, void *msg);
 // The first code of every fiber; see make_context.
 void kio_ctx_entry(void);
+// Abandons the calling context and starts entry(msg, arg) on a fresh frame at
+// stack_top: what switching to make_context(stack_top, entry, arg) would do,
+// for a caller whose own stack that is (its frames are never resumed).
+[[noreturn]] void kio_ctx_restart(void *stack_top, void (*entry)(void *msg, void *arg), void *arg,
+                                  void *msg);
 }
 
 namespace kio {

@@ -569,6 +569,7 @@ struct AlignResult {
     uintptr_t frame_address = 0;
     uintptr_t aligned_local_mod16 = 99;
     bool movaps_ran = false;
+    void *msg = nullptr;
 };
 
 // Returns the address of an alignas(16) local modulo 16.
@@ -588,7 +589,7 @@ __attribute__((noinline)) uintptr_t aligned_local_mod16() {
 
 extern "C" void kio_test_probe_entry_body(void *msg, void *arg) {
     auto *r = static_cast<AlignResult *>(arg);
-    (void)msg;
+    r->msg = msg;
     r->frame_address = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
     // On a misaligned stack movaps would crash the whole test binary: report
     // the misalignment (checked by the test) instead.
@@ -619,6 +620,44 @@ TEST(Context, StackIsAbiAlignedAtFiberEntry) {
         EXPECT_EQ(r.frame_address % 16, 0u) << "__builtin_frame_address(0) in the entry";
         EXPECT_EQ(r.aligned_local_mod16, 0u) << "alignas(16) local";
         EXPECT_TRUE(r.movaps_ran);
+    }
+}
+
+// kio_ctx_restart: a fiber abandons its frames and starts an entry afresh at
+// the top of its own stack (how a dying task hands its stack to the next).
+struct Restart {
+    Stack *stack;
+    int skew;
+    AlignResult *probe;
+};
+
+void restart_from_fiber(void *, void *arg) {
+    auto *r = static_cast<Restart *>(arg);
+    char deep[512];  // some frames in use below the top when restarting
+    __asm__ volatile("" : : "r"(deep) : "memory");
+    kio_ctx_restart(static_cast<char *>(r->stack->top()) - r->skew, kio_test_probe_entry, r->probe,
+                    tag(77));
+}
+
+TEST(Context, RestartStartsTheEntryAbiAlignedAtTheTopWithMsgAndArg) {
+    for (int skew = 0; skew < 16; skew++) {
+        SCOPED_TRACE("stack top skew " + std::to_string(skew));
+        Stack s;
+        AlignResult probe;
+        Restart r{&s, skew, &probe};
+        kio_test_entry_sp = 1;
+        void *sp = kio::make_context(s.top(), restart_from_fiber, &r);
+        kio_ctx_switch(&probe.main_sp, sp, nullptr);
+        EXPECT_EQ(probe.msg, tag(77));
+        EXPECT_EQ(kio_test_entry_sp % 16, kEntrySpMod16)
+            << "stack pointer at the entry's first instruction";
+        EXPECT_TRUE(s.contains(reinterpret_cast<void *>(kio_test_entry_sp - 1)));
+        EXPECT_LE(kio_test_entry_sp, reinterpret_cast<uintptr_t>(s.top()) - skew);
+        // Started at the top, not below the abandoned frames.
+        EXPECT_GE(kio_test_entry_sp + 64, reinterpret_cast<uintptr_t>(s.top()) - skew);
+        EXPECT_EQ(probe.frame_address % 16, 0u) << "__builtin_frame_address(0) in the entry";
+        EXPECT_EQ(probe.aligned_local_mod16, 0u) << "alignas(16) local";
+        EXPECT_TRUE(probe.movaps_ran);
     }
 }
 

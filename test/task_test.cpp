@@ -1,5 +1,6 @@
 // Tasks: spawn, await, cancel, detach, select, yield, ids, spawn options, and
 // cancellation semantics.
+#include <alloca.h>
 #include <pthread.h>
 
 #include <algorithm>
@@ -446,6 +447,76 @@ TEST(SpawnEx, OneMiBStackHoldsHalfMiBOfLocals) {
             return n;
         }));
     for (kio_task *t : ts) EXPECT_EQ(kt::await_ok(t), intptr_t(512 * 1024 / 256));
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+// On one worker, a finishing task starts the next fresh one from the spawn
+// queue right away, on its own stack when both use the default size. Here
+// default-size and 512 KiB tasks mix, each filling most of its stack; odd
+// ones finish at once, even ones park first. Run newest first, the finishing
+// ones hand over default -> large (9 -> 8), default -> default (7 -> 6,
+// 1 -> 0), large -> default (5 -> 4) and large -> large (3 -> 2): each next
+// task must get a stack of its own size, and parked frames must survive.
+TEST(SpawnEx, BackToBackTasksOfMixedStackSizesEachGetTheirOwnSize) {
+    kt::Rt rt(1);  // default 64 KiB stacks
+    ASSERT_EQ(rt.rc(), 0);
+    kio_spawn_options big;
+    kio_spawn_options_init(&big);
+    big.stack_size = 512 * 1024;
+    auto fill = [](size_t bytes, int k) {
+        // A frame of `bytes` locals, parked once while live.
+        return [bytes, k] {
+            char *p = static_cast<char *>(alloca(bytes));
+            volatile char *v = p;
+            for (size_t i = 0; i < bytes; i += 256) v[i] = char(k);
+            if (k % 2 == 0) kio_yield();
+            intptr_t n = 0;
+            for (size_t i = 0; i < bytes; i += 256) n += v[i] == char(k);
+            return n == intptr_t(bytes / 256) ? intptr_t(k) : intptr_t(-1);
+        };
+    };
+    const bool large[] = {false, false, true, true, false, true, false, false, true, false};
+    static_assert(sizeof large == 10, "one per task");
+    std::vector<kio_task *> ts;
+    for (int k = 0; k < 10; k++) {
+        if (large[k]) ts.push_back(kt::spawn_ex(&big, fill(400 * 1024, k)));
+        else ts.push_back(kt::spawn(fill(40 * 1024, k)));
+    }
+    for (int k = 0; k < 10; k++) EXPECT_EQ(kt::await_ok(ts[size_t(k)]), k);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+// Fresh tasks started one after another as each finishes (one worker, none
+// parks until it is done) keep their own identity: task id, cancellation
+// state, result.
+TEST(Spawn, TasksStartedAsTheirPredecessorsFinishKeepTheirOwnIdentity) {
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    constexpr int kN = 50;
+    constexpr int kCanceled = 10;
+    std::vector<uint64_t> id_seen(kN);
+    std::vector<int> cancel_seen(kN, 1);
+    std::vector<kio_task *> ts;
+    std::vector<uint64_t> ids;
+    for (int k = 0; k < kN; k++) {
+        ts.push_back(kt::spawn([&, k] {
+            id_seen[size_t(k)] = kio_task_id();
+            cancel_seen[size_t(k)] = kio_check_cancel();
+            return intptr_t(k * 3);
+        }));
+        ids.push_back(kio_task_get_id(ts.back()));
+    }
+    // Runs the queue (newest first) down to ts[kCanceled], canceled before it
+    // starts.
+    EXPECT_EQ(kt::cancel_ok(ts[kCanceled]), kCanceled * 3);
+    for (int k = 0; k < kN; k++) {
+        if (k == kCanceled) continue;
+        EXPECT_EQ(kt::await_ok(ts[size_t(k)]), k * 3);
+    }
+    for (int k = 0; k < kN; k++) {
+        EXPECT_EQ(id_seen[size_t(k)], ids[size_t(k)]) << "task " << k;
+        EXPECT_EQ(cancel_seen[size_t(k)], k == kCanceled ? -ECANCELED : 0) << "task " << k;
+    }
     EXPECT_EQ(rt.destroy(), 0);
 }
 
