@@ -588,7 +588,8 @@ inline Task *next_fresh(Worker *w) {
     next->stack = self->stack;
     self->stack = Stack{};
     void *top = next->stack.top();
-    next->sp = top;  // not parked: any non-null value marks it as started
+    // next->sp stays nullptr until next parks: to kio_backtrace and kio_dump
+    // it is running (a saved block exists only for a suspended context).
     if (next->pinned) next->home = w;
     next->state.store(Task::kRunning, std::memory_order_release);
     recycle(w, self);  // no stack to release now; self may be gone after this

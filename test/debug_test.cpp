@@ -1060,6 +1060,36 @@ TEST(DebugBacktrace, SuspendedTaskShowsWhereItParked) {
     z.finish();
 }
 
+// A task started on the stack of one that just finished (a dying fiber hands
+// its stack to the next fresh task of its worker) is walked like any other
+// once it parks.
+TEST(DebugBacktrace, TaskStartedOnAFinishedTasksStackShowsWhereItParked) {
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<uint64_t> id{0};
+    kio_task *sleeper = kt::spawn([&id] {
+        kt_dump_wait_sleep(&id);
+        return intptr_t(0);
+    });
+    // Runs first (newest first), finishes with nobody waiting for it, and
+    // hands its stack to the sleeper.
+    kio_task *quick = kt::spawn([] { return intptr_t(1); });
+    ASSERT_EQ(kio_detach(quick), 0);
+    while (id.load() == 0) ASSERT_EQ(kio_sleep(kMs), 0);
+    void *frames[64];
+    int n = kio_backtrace(sleeper, frames, 64);
+    ASSERT_GT(n, 0);
+    auto syms = symbolize(frames, n);
+    std::string all;
+    for (auto &s : syms) all += s + " ";
+    EXPECT_TRUE(has_symbol(syms, "kt_dump_wait_sleep")) << all;
+    bool api_seen = false;
+    for (auto &s : syms) api_seen = api_seen || s.rfind("kio_sleep", 0) == 0;
+    EXPECT_TRUE(api_seen) << all;
+    EXPECT_EQ(kt::cancel_ok(sleeper), 0);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(DebugBacktrace, CurrentTaskAndMainFiber) {
     kt::Rt rt(1);
     ASSERT_EQ(rt.rc(), 0);
