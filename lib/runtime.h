@@ -81,6 +81,11 @@ inline Runtime *runtime_of(kio_runtime *rt) {
 // A worker covers another's timers only this late, so an owner that is merely
 // busy (not stuck) fires its own.
 constexpr uint64_t kBackupGrace = 2 * 1000 * 1000;
+// deadline + kBackupGrace without wrapping: a deadline near UINT64_MAX
+// (any absolute uint64_t is valid) must not come out as one long past.
+inline uint64_t after_backup_grace(uint64_t deadline) {
+    return deadline > UINT64_MAX - kBackupGrace ? UINT64_MAX : deadline + kBackupGrace;
+}
 // How long an idle worker sleeps at most while another worker runs a fiber:
 // that fiber may have readied a task without waking anyone (ready()), and
 // may not switch for a long time. Doubles after each backstop that found

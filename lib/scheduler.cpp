@@ -427,7 +427,7 @@ void arm_timer(Worker *w, Waiter *wt, uint64_t deadline) {
     for (unsigned i = 0; i < n; i++) {
         Worker *v = &rt->workers[i];
         if (v != w && v->sleep_state.load(std::memory_order_acquire) == Worker::kSleeping &&
-            v->sleep_until.load(std::memory_order_acquire) > deadline + kBackupGrace) {
+            v->sleep_until.load(std::memory_order_acquire) > after_backup_grace(deadline)) {
             wake_worker(v);
             return;
         }

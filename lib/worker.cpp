@@ -38,7 +38,7 @@ uint64_t sleep_deadline(Worker *w) {
     for (unsigned i = 0; i < n; i++) {
         Worker *v = &rt->workers[i];
         uint64_t vd = v->timers.next_deadline();
-        if (v != w && vd != UINT64_MAX && vd + kBackupGrace < d) d = vd + kBackupGrace;
+        if (v != w && after_backup_grace(vd) < d) d = after_backup_grace(vd);
     }
     return d;
 }
@@ -51,7 +51,7 @@ void fire_all_due(Worker *w) {
         Worker *v = &rt->workers[i];
         uint64_t vd = v->timers.next_deadline();
         if (vd == UINT64_MAX) continue;
-        if (v == w ? vd <= now : vd + kBackupGrace <= now) v->timers.fire_expired(now);
+        if (v == w ? vd <= now : after_backup_grace(vd) <= now) v->timers.fire_expired(now);
     }
 }
 

@@ -1,6 +1,7 @@
 // Time: kio_now, kio_sleep, kio_sleep_until, timers under load, and a fiber
 // that never yields.
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -8,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <mutex>
 #include <random>
 #include <string>
@@ -313,6 +315,56 @@ TEST(Sleep, CanceledSleepersLeaveTheOthersOnTime) {
         if (canceled[size_t(i)]) continue;
         EXPECT_EQ(kt::await_ok(ts[size_t(i)]), 1) << "task " << i;
     }
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+// Deadlines in the last 2 ms before UINT64_MAX are as valid as any: the
+// worker that covers another's timers adds a grace period to them, which
+// must not wrap around into the past and keep an idle worker spinning.
+TEST(Sleep, DeadlinesNearTheEndOfTimeLeaveIdleWorkersAsleep) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    // Two busy tasks: the second worker starts (workers start lazily).
+    std::vector<kio_task *> busy;
+    for (int i = 0; i < 2; i++)
+        busy.push_back(kt::spawn([] {
+            uint64_t end = kio_now() + 50 * kMs;
+            while (kio_now() < end) {
+            }
+            return intptr_t(0);
+        }));
+    for (kio_task *t : busy) EXPECT_EQ(kt::await_ok(t), 0);
+    std::vector<kio_task *> ts;
+    for (int i = 0; i < 4; i++)
+        ts.push_back(kt::spawn([i] { return intptr_t(kio_sleep_until(UINT64_MAX - 1 - uint64_t(i) * kUs)); }));
+    ASSERT_EQ(kio_sleep(50 * kMs), 0);  // the sleepers parked
+    auto cpu_ns = [] {
+        rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        return (uint64_t(ru.ru_utime.tv_sec) + uint64_t(ru.ru_stime.tv_sec)) * kSec +
+               (uint64_t(ru.ru_utime.tv_usec) + uint64_t(ru.ru_stime.tv_usec)) * kUs;
+    };
+    // The main fiber parks on a condition that a plain thread signals in
+    // half a second: meanwhile both workers have nothing to do.
+    kio_mutex m = KIO_MUTEX_INIT;
+    kio_cond c = KIO_COND_INIT;
+    bool go = false;
+    uint64_t c0 = cpu_ns(), t0 = kio_now();
+    std::thread signaler([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        kio_mutex_lock(&m);
+        go = true;
+        kio_cond_signal(&c);
+        kio_mutex_unlock(&m);
+    });
+    ASSERT_EQ(kio_mutex_lock(&m), 0);
+    while (!go) ASSERT_EQ(kio_cond_wait(&c, &m), 0);
+    kio_mutex_unlock(&m);
+    signaler.join();
+    uint64_t wall = kt::since(t0), cpu = cpu_ns() - c0;
+    // A spinning worker burns a whole core; idle ones next to nothing.
+    EXPECT_LT(cpu, wall / 2) << "CPU " << cpu / kMs << " ms in " << wall / kMs << " ms";
+    for (kio_task *t : ts) EXPECT_EQ(kt::cancel_ok(t), -ECANCELED);
     EXPECT_EQ(rt.destroy(), 0);
 }
 
