@@ -302,15 +302,24 @@ Task *steal(Worker *w) {
 }
 
 // Every kFairnessInterval picks: timers, poller, then the queues that the
-// ordinary order serves last.
-Task *fairness_pick(Worker *w) {
+// ordinary order serves last. The spawn deque and the yield ring take turns
+// going first: fibers that keep waking each other keep the woken ring busy
+// for ever, and neither a fresh task nor a yielder may starve behind them
+// (nor behind each other: a task that keeps spawning, one that keeps
+// yielding).
+Task *fairness_pick(Worker *w, uint32_t tick) {
     uint64_t now = now_ns();
     w->timers.fire_expired(now);
     if (now - w->last_poll >= kPollInterval) poll_now(w, now);
     if (Task *t = w->inbox.pop()) return t;
     if (Task *t = w->migrated.pop()) return t;
     if (Task *t = take_injected(w)) return t;
+    bool spawned_first = (tick / kFairnessInterval) % 2;
+    if (spawned_first && w->spawned.size() > 0)
+        if (Task *t = w->spawned.pop()) return t;
     if (Task *t = w->yielded.pop()) return t;
+    if (!spawned_first && w->spawned.size() > 0)
+        if (Task *t = w->spawned.pop()) return t;
     return w->ready.pop();
 }
 
@@ -335,7 +344,7 @@ __attribute__((always_inline)) inline Task *pick_next(Worker *w) {
     uint32_t tick = w->tick.load(std::memory_order_relaxed) + 1;
     w->tick.store(tick, std::memory_order_relaxed);
     if (KIO_UNLIKELY(tick % kFairnessInterval == 0))
-        if ((t = runnable(w, fairness_pick(w)))) return t;
+        if ((t = runnable(w, fairness_pick(w, tick)))) return t;
     // Migrated fibers before the inbox: a pinned fiber that keeps yielding
     // would otherwise hold them off (each migrated one leaves at its next
     // switch, so it cannot hold off the inbox in turn).

@@ -520,6 +520,56 @@ TEST(Spawn, TasksStartedAsTheirPredecessorsFinishKeepTheirOwnIdentity) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// Two fibers that keep waking each other always leave one of them in the
+// woken ring, which the ordinary pick serves first: the fairness tick must
+// still start a freshly spawned task (and run a yielder) within a bounded
+// delay, not never.
+TEST(Spawn, FreshTaskRunsWhileTwoFibersKeepWakingEachOther) {
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    kio_mutex m = KIO_MUTEX_INIT;
+    kio_cond cv[2] = {KIO_COND_INIT, KIO_COND_INIT};
+    int turn = 0;
+    bool stop = false;
+    std::vector<kio_task *> pair;
+    for (int me = 0; me < 2; me++)
+        pair.push_back(kt::spawn([&, me] {
+            intptr_t rounds = 0;
+            kio_mutex_lock(&m);
+            while (!stop) {
+                while (turn != me && !stop) kio_cond_wait(&cv[me], &m);
+                turn = !me;
+                rounds++;
+                kio_cond_signal(&cv[!me]);
+            }
+            kio_mutex_unlock(&m);
+            return rounds;
+        }));
+    ASSERT_EQ(kio_sleep(5 * kMs), 0);  // the pair is bouncing
+    std::atomic<int> yields{0};
+    kio_task *yielder = kt::spawn([&] {
+        while (yields.load() < 100) {
+            yields++;
+            kio_yield();
+        }
+        return intptr_t(0);
+    });
+    kio_task *fresh = kt::spawn([] { return intptr_t(42); });
+    uint64_t saved = kio_deadline_set(kio_now() + kt::prompt(5 * kSec));
+    void *r = nullptr;
+    EXPECT_EQ(kio_await(fresh, &r), 0);
+    EXPECT_EQ(kt::vi(r), 42);
+    EXPECT_EQ(kio_await(yielder, &r), 0);
+    kio_deadline_set(saved);
+    kio_mutex_lock(&m);
+    stop = true;
+    kio_cond_broadcast(&cv[0]);
+    kio_cond_broadcast(&cv[1]);
+    kio_mutex_unlock(&m);
+    for (kio_task *t : pair) EXPECT_GT(kt::await_ok(t), 0);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(SpawnEx, PinnedTaskStaysOnItsWorkerThread) {
     kt::Rt rt(2);
     ASSERT_EQ(rt.rc(), 0);
