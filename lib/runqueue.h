@@ -39,11 +39,16 @@ class Ring {
     }
     // Owner only: takes half the ring (oldest first) as a list through qnext,
     // for moving to the injection queue. Returns the count (0 if a thief raced).
+    // Claims the entries before touching their tasks: a thief that took them
+    // first may already have run and freed them, and qnext is then the link
+    // of a free-task list.
     uint32_t take_half(Task **head, Task **tail) {
         uint32_t h = head_.load(std::memory_order_acquire);
         uint32_t tl = tail_.load(std::memory_order_relaxed);
         uint32_t n = (tl - h) / 2;
         if (n == 0) return 0;
+        if (!head_.compare_exchange_strong(h, h + n, std::memory_order_acq_rel)) return 0;
+        // [h, h + n) is ours now; only the owner (this thread) writes slots.
         Task *first = nullptr, *last = nullptr;
         for (uint32_t i = 0; i < n; i++) {
             Task *t = buf_[(h + i) % kCap].load(std::memory_order_relaxed);
@@ -52,7 +57,6 @@ class Ring {
             else first = t;
             last = t;
         }
-        if (!head_.compare_exchange_strong(h, h + n, std::memory_order_acq_rel)) return 0;
         *head = first;
         *tail = last;
         return n;

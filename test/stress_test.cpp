@@ -375,6 +375,49 @@ TEST(Stress, ManyDetachedTasksAllRun) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// Four workers (more than the cores a CI machine has, so workers get
+// preempted mid-operation): 400 parents each spawn 4 children per round and
+// await them, odd children yield once. Wakeups overflow a worker's ring of
+// woken fibers into the injection queue while other workers steal from that
+// ring; a task must never be linked into a list after a thief has taken, run
+// and freed it (the free-task cache shares the link), and every child runs
+// exactly once.
+TEST(Stress, RunRingOverflowRacingThievesLosesNoTask) {
+    kt::Rt rt(4);
+    ASSERT_EQ(rt.rc(), 0);
+    constexpr int kParents = 400, kChildren = 4;
+    const uint64_t batches = scaled(100);
+    // Scaled down (the sanitizer builds), a batch keeps all 400 parents and
+    // at least 5 rounds, so that the rings still overflow.
+    const int rounds = int(std::max<uint64_t>(5, scaled(50)));
+    std::atomic<long> bad{0};
+    for (uint64_t b = 0; b < batches; b++) {
+        std::vector<kio_task *> parents;
+        for (int p = 0; p < kParents; p++)
+            parents.push_back(kt::spawn([&bad, rounds] {
+                for (int r = 0; r < rounds; r++) {
+                    std::atomic<int> ran[kChildren];
+                    kio_task *c[kChildren];
+                    for (int k = 0; k < kChildren; k++) {
+                        ran[k] = 0;
+                        bool yield = (k + r) & 1;
+                        c[k] = kt::spawn([&ran, k, yield] {
+                            ran[k]++;
+                            if (yield) kio_yield();
+                            return intptr_t(k);
+                        });
+                    }
+                    for (int k = 0; k < kChildren; k++)
+                        if (kt::await_ok(c[k]) != k || ran[k].load() != 1) bad++;
+                }
+                return intptr_t(1);
+            }));
+        for (kio_task *t : parents) EXPECT_EQ(kt::await_ok(t), 1);
+    }
+    EXPECT_EQ(bad.load(), 0);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(Stress, CreateDestroy1000TimesWithBusyRuntimes) {
     {
         kt::Rt warm(4);
