@@ -601,12 +601,14 @@ inline Task *next_fresh(Worker *w) {
     // it is running (a saved block exists only for a suspended context).
     if (next->pinned) next->home = w;
     next->state.store(Task::kRunning, std::memory_order_release);
-    recycle(w, self);  // no stack to release now; self may be gone after this
+    // As switch_to does: the worker names its new fiber before the old one
+    // is recycled, so w->current never names a freed task.
     w->current = next;
     Worker::bump(w->n_switches);
     if (KIO_UNLIKELY(w->rt->stall_ns)) stall_episode_ends(w);
     next->on_cpu.store(true, std::memory_order_relaxed);
     if (KIO_UNLIKELY(w->rt->debug_migrate)) next->ran_on = w;
+    recycle(w, self);  // no stack to release now; self may be gone after this
     SwitchMsg *msg = &w->msg;
     msg->kind = SwitchMsg::kNothing;
     msg->prev = nullptr;
