@@ -191,6 +191,15 @@ namespace {
 // memory for a default-size stack (the task then waits in the injection
 // queue for a later try; a stack of another size was allocated at spawn, so
 // that kio_spawn_ex could report -ENOMEM).
+// A task that never ran takes stack s and counts as started.
+void adopt_stack(Worker *w, Task *t, Stack s) {
+    san_set_stack(&t->san, s.base, s.size);
+    san_create(&t->san);
+    t->stack = s;
+    if (t->pinned) t->home = w;
+    t->state.store(Task::kRunning, std::memory_order_release);
+}
+
 bool prepare_fiber(Worker *w, Task *t) {
     Runtime *rt = w->rt;
     Stack s = t->stack;  // tasks with their own stack size got it at spawn
@@ -200,11 +209,7 @@ bool prepare_fiber(Worker *w, Task *t) {
         s = w->stacks[--w->nstacks];
     }
     t->sp = make_context(s.top(), fiber_main, t);
-    san_set_stack(&t->san, s.base, s.size);
-    san_create(&t->san);
-    t->stack = s;
-    if (t->pinned) t->home = w;
-    t->state.store(Task::kRunning, std::memory_order_release);
+    adopt_stack(w, t, s);
     return true;
 }
 
@@ -314,12 +319,10 @@ Task *fairness_pick(Worker *w, uint32_t tick) {
     if (Task *t = w->inbox.pop()) return t;
     if (Task *t = w->migrated.pop()) return t;
     if (Task *t = take_injected(w)) return t;
+    auto spawned = [w] { return w->spawned.size() > 0 ? w->spawned.pop() : nullptr; };
     bool spawned_first = (tick / kFairnessInterval) % 2;
-    if (spawned_first && w->spawned.size() > 0)
-        if (Task *t = w->spawned.pop()) return t;
-    if (Task *t = w->yielded.pop()) return t;
-    if (!spawned_first && w->spawned.size() > 0)
-        if (Task *t = w->spawned.pop()) return t;
+    if (Task *t = spawned_first ? spawned() : w->yielded.pop()) return t;
+    if (Task *t = spawned_first ? w->yielded.pop() : spawned()) return t;
     return w->ready.pop();
 }
 
@@ -398,13 +401,8 @@ void stall_episode_ends(Worker *w) {
 // The message lives in the Worker, not on the leaving fiber's stack: the
 // arriving context runs on the same thread and handles it at once, and a
 // dying fiber's stack (and, under ASan, its fake frames) is gone by then.
-void switch_to(Worker *w, Task *next) {
-    SwitchMsg *msg = &w->msg;
-    Task *prev = w->current;
-    msg->prev = prev;
-    msg->worker = w;
-    void **save = prev ? prev->sp.raw() : &w->idle_sp;
-    void *load = next ? static_cast<void *>(next->sp) : w->idle_sp;
+// next (nullptr: the idle context) becomes w's running context.
+inline void set_current(Worker *w, Task *next) {
     w->current = next;
     Worker::bump(w->n_switches);
     if (KIO_UNLIKELY(w->rt->stall_ns)) stall_episode_ends(w);
@@ -412,6 +410,16 @@ void switch_to(Worker *w, Task *next) {
         next->on_cpu.store(true, std::memory_order_relaxed);
         if (KIO_UNLIKELY(w->rt->debug_migrate)) next->ran_on = w;
     }
+}
+
+void switch_to(Worker *w, Task *next) {
+    SwitchMsg *msg = &w->msg;
+    Task *prev = w->current;
+    msg->prev = prev;
+    msg->worker = w;
+    void **save = prev ? prev->sp.raw() : &w->idle_sp;
+    void *load = next ? static_cast<void *>(next->sp) : w->idle_sp;
+    set_current(w, next);
     san_before_switch(prev ? &prev->san : &w->idle_san, next ? &next->san : &w->idle_san,
                       msg->kind == SwitchMsg::kRecycle);
     auto *in = static_cast<SwitchMsg *>(kio_ctx_switch(save, load, msg));
@@ -530,15 +538,19 @@ void park_current(Waiter *wt, PublishFn publish, void *arg, uint64_t deadline, b
 
 namespace {
 
-// The common yield: nothing is queued ahead of the yielded ring (find_work's
-// order: no fairness pick due, no inbox, migrated, woken or spawned task),
-// so the next fiber is the oldest yielder. Takes it without find_work's
-// whole walk; nullptr when the full pick must decide.
+// In pick_next's order, nothing comes before the spawn deque at this pick: no
+// fairness pick due, nothing migrated, in the inbox or woken.
+inline bool spawn_deque_is_next(Worker *w, uint32_t tick) {
+    return !KIO_UNLIKELY(tick % kFairnessInterval == 0) && w->inbox.empty() && w->migrated.empty() &&
+           !w->ready.size();
+}
+
+// The common yield: nothing is queued ahead of the yielded ring (not even a
+// spawned task), so the next fiber is the oldest yielder. Takes it without
+// find_work's whole walk; nullptr when the full pick must decide.
 inline Task *next_yielder(Worker *w) {
     uint32_t tick = w->tick.load(std::memory_order_relaxed) + 1;
-    if (KIO_UNLIKELY(tick % kFairnessInterval == 0) || !w->inbox.empty() || !w->migrated.empty() ||
-        w->ready.size() || w->spawned.size() > 0)
-        return nullptr;
+    if (!spawn_deque_is_next(w, tick) || w->spawned.size() > 0) return nullptr;
     Task *t = runnable(w, w->yielded.pop());
     if (t) w->tick.store(tick, std::memory_order_relaxed);
     return t;
@@ -574,9 +586,8 @@ void migrate_current(Worker *to) {
 namespace {
 
 // A dying fiber whose next task is a fresh one from this worker's spawn deque
-// (pick_next's order: no fairness pick due, nothing migrated, in the inbox or
-// woken) hands it its own stack, still hot in the cache, and starts it there:
-// no switch, no stack from the pool. The sanitizers track each fiber's stack
+// hands it its own stack, still hot in the cache, and starts it there: no
+// switch, no stack from the pool. The sanitizers track each fiber's stack
 // through their switch annotations, so their builds take the ordinary path.
 inline Task *next_fresh(Worker *w) {
 #if KIO_ASAN || KIO_TSAN
@@ -584,9 +595,7 @@ inline Task *next_fresh(Worker *w) {
     return nullptr;
 #else
     uint32_t tick = w->tick.load(std::memory_order_relaxed) + 1;
-    if (KIO_UNLIKELY(tick % kFairnessInterval == 0) || !w->migrated.empty() || !w->inbox.empty() ||
-        w->ready.size() || w->spawned.size() <= 0)
-        return nullptr;
+    if (!spawn_deque_is_next(w, tick) || w->spawned.size() <= 0) return nullptr;
     Task *t = w->spawned.pop();
     if (t) w->tick.store(tick, std::memory_order_relaxed);
     return t;
@@ -594,26 +603,20 @@ inline Task *next_fresh(Worker *w) {
 }
 
 [[noreturn]] void restart_with(Worker *w, Task *self, Task *next) {
-    next->stack = self->stack;
+    Stack s = self->stack;
     self->stack = Stack{};
-    void *top = next->stack.top();
     // next->sp stays nullptr until next parks: to kio_backtrace and kio_dump
     // it is running (a saved block exists only for a suspended context).
-    if (next->pinned) next->home = w;
-    next->state.store(Task::kRunning, std::memory_order_release);
+    adopt_stack(w, next, s);
     // As switch_to does: the worker names its new fiber before the old one
     // is recycled, so w->current never names a freed task.
-    w->current = next;
-    Worker::bump(w->n_switches);
-    if (KIO_UNLIKELY(w->rt->stall_ns)) stall_episode_ends(w);
-    next->on_cpu.store(true, std::memory_order_relaxed);
-    if (KIO_UNLIKELY(w->rt->debug_migrate)) next->ran_on = w;
+    set_current(w, next);
     recycle(w, self);  // no stack to release now; self may be gone after this
     SwitchMsg *msg = &w->msg;
     msg->kind = SwitchMsg::kNothing;
     msg->prev = nullptr;
     msg->worker = w;
-    kio_ctx_restart(top, fiber_main, next, msg);
+    kio_ctx_restart(s.top(), fiber_main, next, msg);
 }
 
 }  // namespace

@@ -8,7 +8,7 @@
 // break the order goes to the heap. The earliest timer is the earlier of the
 // two fronts.
 //
-// A fiber that waits with a deadline puts its node in the heap of the worker it
+// A fiber that waits with a deadline puts its node in the timers of the worker it
 // parks on. The owner fires expired nodes when it looks for work (every tick
 // of the fairness interval, and before sleeping); other workers fire them too
 // when they steal or wake up, so a sleeper whose worker is stuck in a fiber
@@ -71,7 +71,7 @@ struct TimerHeap {
     // up to 2^30, so the low 31 bits of a position locate its entry).
     static constexpr uint32_t kInRun = 0x80000000u;
     bool run_append(TimerNode *n);
-    void run_remove(uint32_t pos);
+    void run_remove(uint32_t index);
     void run_skip_holes();
     void run_compact();
     RunEntry &run_at(uint32_t pos) { return run_[pos & (run_cap_ - 1)]; }
