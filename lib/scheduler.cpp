@@ -451,10 +451,12 @@ void arm_timer(Worker *w, Waiter *wt, uint64_t deadline) {
     }
 }
 
+// Lock-free against the canceler: see request_cancel in task.cpp. A claim
+// here lands while wt is still publishing (publish_parked wakes the fiber).
 void arm_cancel(Task *t, Waiter *wt) {
-    LockGuard<SpinLock> g(t->lock);
-    t->cur_wait = wt;
     wt->cancel_armed = true;
+    t->cur_wait.store(wt, std::memory_order_release);
+    light_fence();  // the store before the read; pairs with request_cancel's heavy_fence
     if (t->cancel_pending()) claim(wt, -ECANCELED);
 }
 

@@ -117,23 +117,50 @@ void finish_task(Task *t) {
     }
 }
 
-void request_cancel(Task *t) {
-    t->cancel_requested.store(true, std::memory_order_seq_cst);
+// Cancellation meets a parked fiber's wait without a lock on the fiber's
+// side. The fiber publishes its Waiter in cur_wait and later withdraws it,
+// each time reading cancel_requested after a light_fence(); the canceler
+// sets cancel_requested, runs heavy_fence() and only then reads cur_wait
+// (under t->lock, which also serializes cancelers). So either the fiber sees
+// the request or the canceler sees the Waiter (arm_cancel claims it itself in
+// the first case), and a fiber that withdraws its Waiter while a request is
+// pending waits out the canceler on t->lock before the Waiter's frame goes
+// away (disarm in wait.cpp).
+namespace {
+
+bool cancel_target(Task *t) {
+    return t->magic.load(std::memory_order_seq_cst) == Task::kMagicLive &&
+           t->state.load(std::memory_order_acquire) != Task::kFinished;
+}
+
+// The canceler's second half, after cancel_requested and a heavy_fence().
+void claim_current_wait(Task *t) {
     Waiter *w = nullptr;
     {
         LockGuard<SpinLock> g(t->lock);
-        if (t->cur_wait && !t->shielded.load(std::memory_order_relaxed) &&
-            claim(t->cur_wait, -ECANCELED) == Claim::kWake)
-            w = t->cur_wait;
+        Waiter *cw = t->cur_wait.load(std::memory_order_acquire);
+        if (cw && !t->shielded.load(std::memory_order_relaxed) && claim(cw, -ECANCELED) == Claim::kWake)
+            w = cw;
     }
     if (w) wake_claimed(w);
 }
 
+}  // namespace
+
+void request_cancel(Task *t) {
+    t->cancel_requested.store(true, std::memory_order_seq_cst);
+    heavy_fence();
+    claim_current_wait(t);
+}
+
+// One heavy_fence() for the whole scan: destroy may cancel many tasks.
 void cancel_all(Runtime *rt) {
     rt->tasks.for_each([](Task *t) {
-        if (t->magic.load(std::memory_order_seq_cst) == Task::kMagicLive &&
-            t->state.load(std::memory_order_acquire) != Task::kFinished)
-            request_cancel(t);
+        if (cancel_target(t)) t->cancel_requested.store(true, std::memory_order_seq_cst);
+    });
+    heavy_fence();
+    rt->tasks.for_each([](Task *t) {
+        if (cancel_target(t)) claim_current_wait(t);
     });
 }
 
@@ -240,7 +267,7 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
     t->deadline = 0;
     t->cq = nullptr;
     t->waiters = WaitList{};
-    t->cur_wait = nullptr;
+    t->cur_wait.store(nullptr, std::memory_order_relaxed);
     t->name[0] = 0;
     if (opts && opts->name) {
         std::strncpy(t->name, opts->name, sizeof t->name - 1);

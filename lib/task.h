@@ -63,8 +63,9 @@ struct alignas(64) Task {
     std::atomic<uint32_t> refs{0};
 
     // Cancellation and waits. `lock` guards `waiters` (parties waiting for this
-    // task to finish) and `cur_wait` (the wait this task is parked in, for the
-    // canceler).
+    // task to finish) and serializes cancelers; `cur_wait` (the wait this task
+    // is parked in, for the canceler) is written lock-free by the task's side
+    // (see request_cancel in task.cpp).
     std::atomic<bool> cancel_requested{false};
     std::atomic<bool> shielded{false};
     uint64_t deadline = 0;  // kio_deadline_set: bounds every cancelable wait (0 = none)
@@ -76,7 +77,7 @@ struct alignas(64) Task {
     Racy<uint64_t> wait_until;
     SpinLock lock;
     WaitList waiters;
-    Waiter *cur_wait = nullptr;
+    std::atomic<Waiter *> cur_wait{nullptr};
 
     // kio_cq_watch: where to post the result when the task finishes.
     struct CompletionQueue *cq = nullptr;

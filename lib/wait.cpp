@@ -48,8 +48,12 @@ namespace {
 void disarm(Waiter *w) {
     if (TimerHeap *h = w->timer.heap.load(std::memory_order_acquire)) h->remove(&w->timer);
     if (w->cancel_armed) {
-        LockGuard<SpinLock> g(w->task->lock);
-        w->task->cur_wait = nullptr;
+        Task *t = w->task;
+        t->cur_wait.store(nullptr, std::memory_order_relaxed);
+        light_fence();  // the store before the read; pairs with request_cancel's heavy_fence
+        // A canceler that read cur_wait before the store may still hold w:
+        // it does so only under t->lock, so wait it out there.
+        if (t->cancel_requested.load(std::memory_order_relaxed)) LockGuard<SpinLock> wait_out(t->lock);
     }
 }
 

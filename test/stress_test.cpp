@@ -228,6 +228,112 @@ TEST(Stress, CancelVersusCompletionRaces) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// Writes over the stack below the caller, where its last wait's Waiter was.
+// The pattern has the Waiter's "waiting" state in its low bits, so a stale
+// claim from a canceler would succeed on it and change it. True if intact.
+__attribute__((noinline)) bool scribble_survives() {
+    volatile uint64_t area[64];
+    for (auto &v : area) v = 0x0101010101010101ull;
+    for (int spin = 0; spin < 200; spin++) asm volatile("" ::: "memory");
+    for (auto &v : area)
+        if (v != 0x0101010101010101ull) return false;
+    return true;
+}
+
+// A parked condition waiter is woken by a broadcast while a canceler reaches
+// for the same wait: the waiter withdraws its wait without a lock, and must
+// not return (and reuse the frame) while the canceler still holds it.
+TEST(Stress, CancelRacingWakeupsNeverTouchesAFinishedWait) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    static kio_mutex m = KIO_MUTEX_INIT;
+    static kio_cond c = KIO_COND_INIT;
+    static std::atomic<bool> stop{false};
+    stop = false;
+    kio_task *signaler = kt::spawn([] {
+        while (!stop.load()) {
+            kio_mutex_lock(&m);
+            kio_cond_broadcast(&c);
+            kio_mutex_unlock(&m);
+            kio_yield();
+        }
+        return intptr_t(0);
+    });
+    ASSERT_NE(signaler, nullptr);
+    const uint64_t rounds = scaled(20000);
+    std::mt19937 rng(99);
+    uint64_t canceled = 0, bad = 0, errors = 0;
+    for (uint64_t i = 0; i < rounds; i++) {
+        kio_task *t = nullptr;
+        int r = kt::try_spawn(nullptr, [] {
+            intptr_t intact = 1;
+            for (;;) {
+                if (kio_mutex_lock(&m) != 0) break;  // canceled while locking
+                int w = kio_cond_wait(&c, &m);
+                kio_mutex_unlock(&m);
+                if (!scribble_survives()) intact = 0;
+                if (w == -ECANCELED) break;
+            }
+            return intact;
+        }, &t);
+        if (r != 0) {
+            errors++;
+            continue;
+        }
+        for (unsigned spin = rng() % 64; spin; spin--) {
+            if (spin % 16 == 0) kio_yield();
+            asm volatile("" ::: "memory");
+        }
+        void *res = nullptr;
+        if (kio_cancel(t, &res) != 0) {
+            errors++;
+            continue;
+        }
+        canceled++;
+        if (vi(res) != 1) bad++;
+    }
+    stop = true;
+    EXPECT_EQ(kio_await(signaler, nullptr), 0);
+    EXPECT_EQ(errors, 0u);
+    EXPECT_EQ(bad, 0u) << "a canceler changed a wait that had already ended";
+    EXPECT_EQ(canceled, rounds);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+// The request lands while the task parks: the parker reads the request
+// after publishing its wait, the canceler reads the wait after publishing
+// the request, and neither takes a lock for it. A lost request shows as a
+// sleep that ran its full 2 s.
+TEST(Stress, CancelRacingParkNeverLosesTheRequest) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    const uint64_t rounds = scaled(50000);
+    std::mt19937 rng(7);
+    uint64_t lost = 0, errors = 0, done = 0;
+    for (uint64_t i = 0; i < rounds; i++) {
+        kio_task *t = nullptr;
+        if (kt::try_spawn(nullptr, [] { return intptr_t(kio_sleep(2 * kSec)); }, &t) != 0) {
+            errors++;
+            continue;
+        }
+        for (unsigned spin = rng() % 256; spin; spin--) {
+            if (spin % 64 == 0) kio_yield();
+            asm volatile("" ::: "memory");
+        }
+        void *res = nullptr;
+        if (kio_cancel(t, &res) != 0) {
+            errors++;
+            continue;
+        }
+        done++;
+        if (vi(res) != -ECANCELED) lost++;
+    }
+    EXPECT_EQ(errors, 0u);
+    EXPECT_EQ(lost, 0u) << "cancellation requests lost while the task parked";
+    EXPECT_EQ(done, rounds);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(Stress, CancelFromPlainThreadsVersusCompletion) {
     kt::Rt rt(2);
     ASSERT_EQ(rt.rc(), 0);
