@@ -45,12 +45,12 @@ uint32_t next_rand(Worker *w) {
     return w->rng = x;
 }
 
-void handle(Worker *w, SwitchMsg *m);
+inline void handle(Worker *w, SwitchMsg *m);
 void fiber_main(void *msg, void *arg);
 
 }  // namespace
 
-thread_local Worker *tls_worker __attribute__((tls_model("initial-exec"))) = nullptr;
+__thread Worker *tls_worker __attribute__((tls_model("initial-exec"))) = nullptr;
 
 #if defined(__clang__)
 #define KIO_OPAQUE __attribute__((noinline))
@@ -66,14 +66,17 @@ KIO_OPAQUE void set_current_worker(Worker *w) { tls_worker = w; }
 
 namespace {
 
-void push_ring(Worker *w, Ring &ring, Task *t) {
-    if (KIO_LIKELY(ring.push(t))) return;
-    // Ring full: move half of it to the injection queue, where any worker can
-    // take it, then retry.
+// Ring full: moves half of it to the injection queue, where any worker can
+// take it, then pushes t.
+KIO_NOINLINE void push_ring_overflow(Worker *w, Ring &ring, Task *t) {
     Task *head, *tail;
     uint32_t n = ring.take_half(&head, &tail);
     if (n) w->rt->inject.push_list(head, tail, n);
     if (!ring.push(t)) w->rt->inject.push(t);
+}
+
+inline void push_ring(Worker *w, Ring &ring, Task *t) {
+    if (KIO_UNLIKELY(!ring.push(t))) push_ring_overflow(w, ring, t);
 }
 
 void push_ready(Worker *w, Task *t) { push_ring(w, w->ready, t); }
@@ -462,7 +465,7 @@ void arm_cancel(Task *t, Waiter *wt) {
 
 // Runs on the context that follows a parking fiber: makes its Waiter
 // reachable, then ends the publication. A claim made meanwhile is honored here.
-void publish_parked(Worker *w, SwitchMsg *m) {
+KIO_NOINLINE void publish_parked(Worker *w, SwitchMsg *m) {
     Task *t = m->prev;
     Waiter *wt = m->waiter;
     uint64_t deadline = m->deadline;
@@ -484,32 +487,44 @@ void recycle(Worker *w, Task *t) {
     Worker::bump(w->nretired);
 }
 
-void handle(Worker *w, SwitchMsg *m) {
+// A yielder that must not go to this worker's yield ring: pinned, or sent
+// elsewhere by KIO_DEBUG_MIGRATE.
+KIO_NOINLINE bool reschedule_elsewhere(Worker *w, Task *t) {
+    if (t->home) {
+        t->home->inbox.push(t);
+        return true;
+    }
+    return KIO_UNLIKELY(w->rt->debug_migrate) && migrate_elsewhere(w->rt, w, t);
+}
+
+KIO_NOINLINE void hand_to(Worker *w, Task *t, Worker *to) {
+    to->inbox.push(t);
+    if (to != w) wake_worker(to);
+}
+
+// The common messages (a yield, nothing) inline; the others are calls, so
+// that after_switch stays small on the yield path.
+inline void handle(Worker *w, SwitchMsg *m) {
+    Task *t = m->prev;
     switch (m->kind) {
-    case SwitchMsg::kNothing:
-        return;
     case SwitchMsg::kReschedule:
-        if (m->prev->home) {
-            m->prev->home->inbox.push(m->prev);
-        } else if (!(KIO_UNLIKELY(w->rt->debug_migrate) && migrate_elsewhere(w->rt, w, m->prev))) {
-            push_ring(w, w->yielded, m->prev);
-            // The next fiber may never yield: another worker must be able
-            // to take the one that did.
-            notify(w->rt);
-        }
+        if (KIO_UNLIKELY(t->home || w->rt->debug_migrate) && reschedule_elsewhere(w, t)) return;
+        push_ring(w, w->yielded, t);
+        // The next fiber may never yield: another worker must be able to
+        // take the one that did. (With one worker, that is this one.)
+        if (w->rt->nthreads > 1) notify(w->rt);
+        return;
+    case SwitchMsg::kNothing:
         return;
     case SwitchMsg::kPublish:
         publish_parked(w, m);
         return;
     case SwitchMsg::kRecycle:
-        recycle(w, m->prev);
+        recycle(w, t);
         return;
-    case SwitchMsg::kMigrate: {
-        Worker *to = m->target;
-        to->inbox.push(m->prev);
-        if (to != w) wake_worker(to);
+    case SwitchMsg::kMigrate:
+        hand_to(w, t, m->target);
         return;
-    }
     }
 }
 
@@ -560,8 +575,8 @@ inline Task *next_yielder(Worker *w) {
 
 }  // namespace
 
-int yield_current() {
-    Worker *w = current_worker();
+// w: the caller's worker, read at its entry (before anything could switch).
+int yield_current(Worker *w) {
     Task *next = nullptr;
     if (KIO_LIKELY(!w->rt->debug_migrate)) next = next_yielder(w);
     if (!next) next = pick_next(w);

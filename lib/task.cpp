@@ -429,9 +429,10 @@ KIO_EXPORT int kio_select(kio_task *const *handles, size_t count, size_t *index)
 }
 
 KIO_EXPORT int kio_yield(void) noexcept {
-    Task *self = current_task();
+    Worker *w = current_worker_at_entry();
+    Task *self = w ? static_cast<Task *>(w->current) : nullptr;
     if (!self) return -EPERM;
-    yield_current();
+    yield_current(w);
     return self->cancel_pending() ? -ECANCELED : 0;
 }
 

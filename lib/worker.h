@@ -137,7 +137,9 @@ Worker *current_worker();
 // through the %fs segment, so no stale thread pointer can be reused after a
 // switch; elsewhere (aarch64 reads tpidr_el0, which compilers may keep in a
 // register across calls) it stays a call.
-extern thread_local Worker *tls_worker __attribute__((tls_model("initial-exec")));
+// __thread, not thread_local: it has no dynamic initializer, and thread_local
+// would make every use in other files check for one (a TLS wrapper call).
+extern __thread Worker *tls_worker __attribute__((tls_model("initial-exec")));
 #if defined(__x86_64__)
 inline Worker *current_worker_fast() { return tls_worker; }
 #else
