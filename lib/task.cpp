@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include "runtime.h"
 
@@ -128,18 +129,33 @@ void finish_task(Task *t) {
 // away (disarm in wait.cpp).
 namespace {
 
+// A reference to t unless it has none left (its slot is free or being
+// reused). Task memory is never unmapped, so the attempt itself is safe.
+bool try_ref(Task *t) {
+    uint32_t r = t->refs.load(std::memory_order_relaxed);
+    while (r)
+        if (t->refs.compare_exchange_weak(r, r + 1, std::memory_order_acquire, std::memory_order_relaxed))
+            return true;
+    return false;
+}
+
+
 bool cancel_target(Task *t) {
     return t->magic.load(std::memory_order_seq_cst) == Task::kMagicLive &&
            t->state.load(std::memory_order_acquire) != Task::kFinished;
 }
 
 // The canceler's second half, after cancel_requested and a heavy_fence().
+// The caller keeps t from being freed and reused (a reference, or a handle
+// it has claimed): a claim on a new task's wait would go unnoticed by its
+// disarm, which waits out cancelers only when its own request is set.
 void claim_current_wait(Task *t) {
     Waiter *w = nullptr;
     {
         LockGuard<SpinLock> g(t->lock);
         Waiter *cw = t->cur_wait.load(std::memory_order_acquire);
-        if (cw && !t->shielded.load(std::memory_order_relaxed) && claim(cw, -ECANCELED) == Claim::kWake)
+        if (cw && t->cancel_requested.load(std::memory_order_relaxed) &&
+            !t->shielded.load(std::memory_order_relaxed) && claim(cw, -ECANCELED) == Claim::kWake)
             w = cw;
     }
     if (w) wake_claimed(w);
@@ -153,15 +169,33 @@ void request_cancel(Task *t) {
     claim_current_wait(t);
 }
 
-// One heavy_fence() for the whole scan: destroy may cancel many tasks.
+// One heavy_fence() for the whole scan: destroy may cancel many tasks. Each
+// target is pinned from its request to its claim, so the claim lands on the
+// task that was asked (see claim_current_wait). A task spawned after the
+// scan starts canceled, or is caught by destroy's next scan.
 void cancel_all(Runtime *rt) {
-    rt->tasks.for_each([](Task *t) {
+    size_t slots = 0;
+    rt->tasks.for_each([&slots](Task *) { slots++; });
+    std::vector<Task *> pinned;
+    try {
+        pinned.reserve(slots + 1024);  // room for slabs added meanwhile
+    } catch (...) {
+    }
+    // No allocation and no release under the pool's lock: dropping the last
+    // reference returns a task to that pool.
+    rt->tasks.for_each([&pinned](Task *t) {
+        bool room = pinned.size() < pinned.capacity();
+        if (room && !try_ref(t)) return;
         if (cancel_target(t)) t->cancel_requested.store(true, std::memory_order_seq_cst);
+        // Without room to pin (out of memory) the request alone stands: the
+        // task sees it at its next cancellation point.
+        if (room) pinned.push_back(t);
     });
     heavy_fence();
-    rt->tasks.for_each([](Task *t) {
-        if (cancel_target(t)) claim_current_wait(t);
-    });
+    for (Task *t : pinned) {
+        if (t->cancel_requested.load(std::memory_order_relaxed)) claim_current_wait(t);
+        release_task(t);
+    }
 }
 
 // A call from outside a runtime (a plain thread, another runtime) that may
@@ -261,7 +295,9 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
     t->qnext = nullptr;
     t->state.store(Task::kNew, std::memory_order_relaxed);
     t->handle.store(Task::kLive, std::memory_order_relaxed);
-    t->refs.store(2, std::memory_order_relaxed);
+    // Release: try_ref (kio_cancel_request) that takes a reference on the
+    // new task sees its new gen, so a stale handle fails its check.
+    t->refs.store(2, std::memory_order_release);
     t->cancel_requested.store(false, std::memory_order_relaxed);
     t->shielded.store(false, std::memory_order_relaxed);
     t->deadline = 0;
@@ -324,10 +360,19 @@ KIO_EXPORT int kio_cancel(kio_task *h, void **result) noexcept {
 KIO_EXPORT int kio_cancel_request(kio_task *h) noexcept {
     Task *t = from_handle(h);
     if (!t) return -EINVAL;
+    // Another caller may consume the handle meanwhile (an await or cancel in
+    // progress is allowed), and the slot may then be reused by a new task:
+    // hold a reference while requesting, and check again that the handle
+    // still names this task.
+    if (!try_ref(t)) return -EINVAL;
+    int rc = -EINVAL;
     uint32_t s = t->handle.load(std::memory_order_acquire);
-    if (s != Task::kLive && s != Task::kClaimed) return -EINVAL;
-    request_cancel(t);
-    return 0;
+    if (from_handle(h) == t && (s == Task::kLive || s == Task::kClaimed)) {
+        request_cancel(t);
+        rc = 0;
+    }
+    release_task(t);
+    return rc;
 }
 
 KIO_EXPORT int kio_detach(kio_task *h) noexcept {

@@ -334,6 +334,55 @@ TEST(Stress, CancelRacingParkNeverLosesTheRequest) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// kio_cancel_request may race another caller's await of the same handle.
+// Once the await consumes it, the task's slot is reused by the next spawn
+// at once: the request must reach the task it named or nothing, never the
+// new occupant (whose waits would fail with -ECANCELED, or be claimed after
+// they ended).
+TEST(Stress, CancelRequestRacingAnAwaitNeverReachesTheNextTask) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    static std::atomic<kio_task *> cur{nullptr};
+    static std::atomic<bool> stop{false};
+    static std::atomic<uint64_t> hit{0};
+    stop = false;
+    hit = 0;
+    std::vector<std::thread> cancelers;
+    for (int k = 0; k < 2; k++)
+        cancelers.emplace_back([] {
+            while (!stop.load())
+                if (kio_task *h = cur.load()) kio_cancel_request(h);
+        });
+    const uint64_t rounds = scaled(20000);
+    uint64_t errors = 0;
+    for (uint64_t i = 0; i < rounds; i++) {
+        kio_task *v = nullptr;
+        if (kt::try_spawn(nullptr, [] { return intptr_t(0); }, &v) != 0) {
+            errors++;
+            continue;
+        }
+        cur = v;
+        for (int spin = 0; spin < 50; spin++) asm volatile("" ::: "memory");
+        if (kio_await(v, nullptr) != 0) errors++;
+        cur = nullptr;
+        kio_task *b[2] = {nullptr, nullptr};
+        for (auto &t : b)
+            if (kt::try_spawn(nullptr, [] {
+                    for (int j = 0; j < 3; j++)
+                        if (kio_sleep(20 * kUs) != 0 || kio_check_cancel() != 0) hit++;
+                    return intptr_t(0);
+                }, &t) != 0)
+                errors++;
+        for (auto *t : b)
+            if (t && kio_await(t, nullptr) != 0) errors++;
+    }
+    stop = true;
+    for (auto &t : cancelers) t.join();
+    EXPECT_EQ(errors, 0u);
+    EXPECT_EQ(hit.load(), 0u) << "a request for an awaited task reached a task spawned after it";
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(Stress, CancelFromPlainThreadsVersusCompletion) {
     kt::Rt rt(2);
     ASSERT_EQ(rt.rc(), 0);
