@@ -139,7 +139,6 @@ bool try_ref(Task *t) {
     return false;
 }
 
-
 bool cancel_target(Task *t) {
     return t->magic.load(std::memory_order_seq_cst) == Task::kMagicLive &&
            t->state.load(std::memory_order_acquire) != Task::kFinished;
@@ -193,7 +192,7 @@ void cancel_all(Runtime *rt) {
     });
     heavy_fence();
     for (Task *t : pinned) {
-        if (t->cancel_requested.load(std::memory_order_relaxed)) claim_current_wait(t);
+        claim_current_wait(t);  // claims only if t's request is set
         release_task(t);
     }
 }

@@ -231,13 +231,23 @@ TEST(Stress, CancelVersusCompletionRaces) {
 // Writes over the stack below the caller, where its last wait's Waiter was.
 // The pattern has the Waiter's "waiting" state in its low bits, so a stale
 // claim from a canceler would succeed on it and change it. True if intact.
-__attribute__((noinline)) bool scribble_survives() {
+__attribute__((noinline)) static bool scribble_survives() {
     volatile uint64_t area[64];
     for (auto &v : area) v = 0x0101010101010101ull;
     for (int spin = 0; spin < 200; spin++) asm volatile("" ::: "memory");
     for (auto &v : area)
         if (v != 0x0101010101010101ull) return false;
     return true;
+}
+
+// Lets t get going for `spins` rounds (yielding every `yield_every`), then
+// cancels it: true with its result in *res, false if kio_cancel failed.
+static bool cancel_after_spinning(kio_task *t, unsigned spins, unsigned yield_every, void **res) {
+    for (; spins; spins--) {
+        if (spins % yield_every == 0) kio_yield();
+        asm volatile("" ::: "memory");
+    }
+    return kio_cancel(t, res) == 0;
 }
 
 // A parked condition waiter is woken by a broadcast while a canceler reaches
@@ -280,12 +290,8 @@ TEST(Stress, CancelRacingWakeupsNeverTouchesAFinishedWait) {
             errors++;
             continue;
         }
-        for (unsigned spin = rng() % 64; spin; spin--) {
-            if (spin % 16 == 0) kio_yield();
-            asm volatile("" ::: "memory");
-        }
         void *res = nullptr;
-        if (kio_cancel(t, &res) != 0) {
+        if (!cancel_after_spinning(t, rng() % 64, 16, &res)) {
             errors++;
             continue;
         }
@@ -316,12 +322,8 @@ TEST(Stress, CancelRacingParkNeverLosesTheRequest) {
             errors++;
             continue;
         }
-        for (unsigned spin = rng() % 256; spin; spin--) {
-            if (spin % 64 == 0) kio_yield();
-            asm volatile("" ::: "memory");
-        }
         void *res = nullptr;
-        if (kio_cancel(t, &res) != 0) {
+        if (!cancel_after_spinning(t, rng() % 256, 64, &res)) {
             errors++;
             continue;
         }
