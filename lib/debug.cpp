@@ -27,6 +27,7 @@
 #include <mutex>
 #include <new>
 
+#include "context.h"
 #include "fd.h"
 #include "runtime.h"
 #include "sync.h"
@@ -118,17 +119,25 @@ void context_of_suspended(const Task *t, unw_context_t *uc) {
 #endif
 }
 
-// Walks from cursor; calls f(ip, cursor) per frame. Returns the frame count.
+// Walks from cursor; calls f(ip, cursor) per frame. Returns the frame count;
+// *at_end (if given) tells whether the walk reached the end of the chain (a
+// root whose return address is undefined) rather than an error or max.
 template <class F>
-size_t walk(unw_cursor_t *c, size_t max, F f) {
+size_t walk(unw_cursor_t *c, size_t max, F f, bool *at_end = nullptr) {
     size_t n = 0;
+    bool end = false;
     while (n < max) {
         unw_word_t ip = 0;
         if (unw_get_reg(c, UNW_REG_IP, &ip) < 0 || ip == 0) break;
         f(ip, c, n);
         n++;
-        if (unw_step(c) <= 0) break;
+        int r = unw_step(c);
+        if (r <= 0) {
+            end = r == 0;
+            break;
+        }
     }
+    if (at_end) *at_end = end;
     return n;
 }
 
@@ -390,19 +399,54 @@ class Monitor {
         c.ran_ns = ran;
         c.worker = w->index;
         c.n = 0;
+        c.complete = false;
 #if KIO_HAVE_UNWIND
         unw_cursor_t cur;
+        bool at_end = false;
         if (unw_init_local2(&cur, static_cast<unw_context_t *>(uc), UNW_INIT_SIGNAL_FRAME) == 0)
             c.n = walk(&cur, sizeof c.frames / sizeof c.frames[0],
-                       [&](unw_word_t ip, unw_cursor_t *, size_t i) { c.frames[i] = reinterpret_cast<void *>(ip); });
+                       [&](unw_word_t ip, unw_cursor_t *, size_t i) { c.frames[i] = reinterpret_cast<void *>(ip); },
+                       &at_end);
+        c.complete = at_end && plausible(t, c.frames, c.n);
 #else
         (void)uc;
+        c.complete = true;  // nothing better will come
 #endif
         c.full.store(true, std::memory_order_release);
         poke('s');
     }
 
   private:
+    // A sample of a stalled fiber, taken by its worker in the signal handler.
+    struct StallCapture {
+        std::atomic<bool> full{false};
+        uint64_t id = 0;
+        char name[sizeof(Task::name)] = {0};
+        uint64_t ran_ns = 0;
+        unsigned worker = 0;
+        size_t n = 0;
+        bool complete = false;  // the walk reached the fiber's root
+        void *frames[128];
+    };
+
+    // A signal can land where the unwinder cannot see far (inside a runtime
+    // built without unwind tables, a sanitizer's for one): a walk that did
+    // not reach the root is retried on the same episode this many times in
+    // all, a little later each time, before the best one is printed.
+    static constexpr int kSampleTries = 4;
+
+    // Whether a walk looks whole: no frame in the zero page, and a fiber on
+    // a stack of its own ends at that fiber's root, kio_ctx_entry (whose
+    // call to the entry function is a few bytes in).
+    static bool plausible(const Task *t, void *const *frames, size_t n) {
+        if (n == 0) return false;
+        for (size_t i = 0; i < n; i++)
+            if (reinterpret_cast<uintptr_t>(frames[i]) < 4096) return false;
+        if (!t->stack.base) return true;
+        uintptr_t root = reinterpret_cast<uintptr_t>(&kio_ctx_entry);
+        return reinterpret_cast<uintptr_t>(frames[n - 1]) - root < 64;
+    }
+
     static void *main(void *arg) {
         static_cast<Monitor *>(arg)->loop();
         return nullptr;
@@ -430,6 +474,8 @@ class Monitor {
         }
     }
 
+    pthread_t thread_of(unsigned i) const { return i == 0 ? rt_->creator : rt_->workers[i].thread; }
+
     // A worker whose current fiber has not switched for stall_ns: ask its
     // thread (by signal) to print where it is, once per episode.
     void check_stalls() {
@@ -441,39 +487,68 @@ class Monitor {
             uint64_t since = w->switched_at.load(std::memory_order_relaxed);
             Task *t = w->current;
             // (since > now: the worker switched after `now` was read.)
+            // A held sample whose episode ended before its retry landed.
+            if (held_[i % 64].full.load(std::memory_order_relaxed) && sw != reported_[i % 64])
+                print_held(i % 64);
             if (!t || !since || since > now || now - since < rt_->stall_ns) continue;
             if (reported_[i % 64] == sw) continue;  // this episode was reported
             reported_[i % 64] = sw;
-            pthread_t th = i == 0 ? rt_->creator : w->thread;
-            if (i == 0 && !pthread_equal(th, rt_->creator)) continue;
-            pthread_kill(th, g_stall_signal);
+            tries_[i % 64] = 1;
+            pthread_kill(thread_of(i), g_stall_signal);
         }
+    }
+
+    // An incomplete sample of worker i's current episode: keep it, and ask
+    // for another while tries remain and the episode goes on.
+    bool resample(StallCapture &c) {
+        unsigned i = c.worker % 64;
+        if (c.complete || tries_[i] >= kSampleTries) return false;
+        if (rt_->workers[c.worker].stall_epoch.load(std::memory_order_acquire) != reported_[i]) return false;
+        StallCapture &h = held_[i];
+        h.id = c.id;
+        memcpy(h.name, c.name, sizeof h.name);
+        h.ran_ns = c.ran_ns;
+        h.worker = c.worker;
+        h.n = c.n;
+        h.complete = false;
+        memcpy(h.frames, c.frames, c.n * sizeof c.frames[0]);
+        h.full.store(true, std::memory_order_relaxed);
+        c.full.store(false, std::memory_order_release);
+        tries_[i]++;
+        pthread_kill(thread_of(c.worker), g_stall_signal);
+        return true;
+    }
+
+    void print_held(unsigned i) {
+        print(held_[i]);
+        held_[i].full.store(false, std::memory_order_relaxed);
+    }
+
+    void print(const StallCapture &c) {
+        Out o(2);
+        o.f("kio: stall: task %" PRIu64 " '%s' has run for %.1f ms on worker %u without yielding\n", c.id,
+            c.name, double(c.ran_ns) / 1e6, c.worker);
+        print_frames(o, c.frames, c.n);
+        o.flush();
     }
 
     void print_stalls() {
         for (StallCapture &c : caps_) {
             if (!c.full.load(std::memory_order_acquire)) continue;
-            Out o(2);
-            o.f("kio: stall: task %" PRIu64 " '%s' has run for %.1f ms on worker %u without yielding\n", c.id,
-                c.name, double(c.ran_ns) / 1e6, c.worker);
-            print_frames(o, c.frames, c.n);
-            o.flush();
+            if (resample(c)) continue;
+            // The first whole sample wins; after the last try, the longest.
+            StallCapture &h = held_[c.worker % 64];
+            bool held_better = h.full.load(std::memory_order_relaxed) && !c.complete && h.n > c.n;
+            print(held_better ? h : c);
+            h.full.store(false, std::memory_order_relaxed);
             c.full.store(false, std::memory_order_release);
         }
     }
 
-    struct StallCapture {
-        std::atomic<bool> full{false};
-        uint64_t id = 0;
-        char name[sizeof(Task::name)] = {0};
-        uint64_t ran_ns = 0;
-        unsigned worker = 0;
-        size_t n = 0;
-        void *frames[128];
-    };
-
     Runtime *rt_;
     StallCapture caps_[64];
+    StallCapture held_[64];  // monitor only: an incomplete sample awaiting its retry
+    int tries_[64] = {};     // samples asked for in the episode reported_ names
     int pipe_[2] = {-1, -1};
     pthread_t thread_{};
     bool started_ = false;

@@ -27,6 +27,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "kio.h"
 
@@ -173,6 +174,16 @@ inline uint64_t time_slack() {
 #endif
 }
 inline uint64_t prompt(uint64_t ns) { return ns * time_slack(); }
+
+// Tests whose setup must finish within a time window to mean anything (arm
+// every timer before the first fires, say) try the window prompt(ns), then
+// 4 and 16 times wider when the machine was too loaded for the narrower one.
+// The checks stay exact; only the window grows.
+inline std::vector<uint64_t> margins(uint64_t ns) {
+    uint64_t m = prompt(ns);
+    return {m, 4 * m, 16 * m};
+}
+inline bool last_margin(uint64_t margin, uint64_t ns) { return margin == margins(ns).back(); }
 
 // Nanoseconds elapsed since t0 (kio_now base).
 inline uint64_t since(uint64_t t0) { return kio_now() - t0; }
