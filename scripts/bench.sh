@@ -58,6 +58,10 @@ while [ $# -gt 0 ]; do
 done
 
 cd "$ROOT"
+# The competitors and tools (Go, Boost, libuv, wrk, nginx, matplotlib) come
+# from Debian's packages, installed on first use. KIO_BENCH_NO_DEPS=1 skips
+# this (a machine without apt access runs whatever is installed).
+[ "${KIO_BENCH_NO_DEPS:-0}" = 1 ] || scripts/deps.sh bench >&2
 case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
 EXT="$BUILD/competitors"
 RESULTS="$BUILD/bench-results.txt"

@@ -27,7 +27,8 @@
 #   --rounds     measure every system N times, interleaved (default 1); the
 #                report takes the median per system (for a noisy machine)
 #
-# Needs gcc, go, libuv1-dev, wrk, nginx-light, curl (scripts/deps.sh bench).
+# Needs gcc, go, libuv1-dev, wrk, nginx-light, curl (scripts/deps.sh bench,
+# which it runs).
 # A system whose server does not build or start is left out with a NOTE.
 # Exit status: 0, or 1 if a check failed (wrong echo, wrk errors, bad body).
 set -euo pipefail
@@ -58,6 +59,8 @@ while [ $# -gt 0 ]; do
 done
 
 cd "$ROOT"
+# Installs what is missing on first use (KIO_BENCH_NO_DEPS=1 skips it).
+[ "${KIO_BENCH_NO_DEPS:-0}" = 1 ] || scripts/deps.sh bench >&2
 case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
 EXT="$BUILD/competitors"
 RESULTS="$BUILD/bench-io-results.txt"

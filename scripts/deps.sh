@@ -10,7 +10,7 @@ set -euo pipefail
 
 build=(build-essential meson ninja-build pkg-config libgtest-dev libunwind-dev valgrind)
 test=(gdb curl wrk python3-pytest)
-bench=(golang-go libboost-context-dev libboost-fiber-dev libuv1-dev wrk nginx-light python3-matplotlib)
+bench=(golang-go libboost-context-dev libboost-fiber-dev libuv1-dev wrk curl nginx-light python3-matplotlib)
 abi=(abigail-tools)
 aarch64=(g++-aarch64-linux-gnu qemu-user googletest gdb gdb-multiarch)
 macos=(llvm file nodejs)   # zig itself comes from npm (scripts/cross_macos.sh)
