@@ -36,6 +36,21 @@ constexpr size_t kInjectBatch = 32;
 // partner in a ping-pong) and runs there soon, without a cross-thread trip.
 constexpr uint64_t kSingleStealDelay = 5 * 1000;  // ns
 constexpr uint64_t kMigratedStealDelay = 50 * 1000 * 1000;  // ns: KIO_DEBUG_MIGRATE arrivals
+// Moving a task to another worker costs a few cache-line transfers (its
+// Task, its queue slot, later its result), from ~100 ns to well over 1 us
+// on virtual machines whose vCPUs share no cache. A thief whose stolen fresh
+// tasks ran to their end in less than kStealWorthNs on average (tiny tasks:
+// a flat batch of them, the leaves of a tree, whose results go back to their
+// spawner) becomes reluctant: it takes from a spawn deque only once its
+// owner has not picked anything for kReluctantDelay (the owner is stuck in a
+// long fiber), or once per kReluctantProbe to measure again (the tasks may
+// have grown). A task is judged by the time from its steal to its end, so one
+// that parks (it starts a sleep or an I/O wait) counts as long: it lives on
+// where it went. Woken and yielding fibers are taken as before.
+constexpr uint64_t kStealWorthNs = 2 * 1000;
+constexpr uint64_t kReluctantDelay = 20 * 1000;
+constexpr uint64_t kReluctantProbe = 1000 * 1000;
+constexpr uint64_t kStolenBusyCap = 1000 * 1000;  // one long task counts as this much
 
 uint32_t next_rand(Worker *w) {
     uint32_t x = w->rng;  // xorshift32
@@ -272,6 +287,25 @@ void poll_now(Worker *w, uint64_t now) {
 // fiber (no new pick) for kSingleStealDelay.
 bool may_steal_single(Worker *w, Worker *v, uint64_t delay) { return w->stuck_for(v, now_ns()) >= delay; }
 
+// A task a thief took before its first run ends on w: how long it ran.
+KIO_NOINLINE void learn_steal_granularity(Worker *w, Task *t) {
+    uint64_t ran = now_ns() - t->stolen_at;
+    if (ran > kStolenBusyCap) ran = kStolenBusyCap;
+    w->stolen_busy_ns = (3 * w->stolen_busy_ns + ran) / 4;
+    t->stolen_at = 0;
+}
+
+// May w take a fresh task from v's spawn deque (v has more than one task
+// queued)? Not while w is reluctant, unless v is stuck or a probe is due.
+bool may_steal_fresh(Worker *w, Worker *v) {
+    if (w->stolen_busy_ns >= kStealWorthNs) return true;
+    uint64_t now = now_ns();
+    if (w->stuck_for(v, now) < kReluctantDelay && now - w->reluctant_steal_at < kReluctantProbe) return false;
+    w->reluctant_steal_at = now;
+    w->single_since = now;  // the next one waits a whole delay again
+    return true;
+}
+
 Task *steal(Worker *w) {
     Runtime *rt = w->rt;
     unsigned n = rt->nstarted.load(std::memory_order_acquire);
@@ -281,10 +315,12 @@ Task *steal(Worker *w) {
         Worker *v = &rt->workers[(start + i) % n];
         if (v == w) continue;
         Task *t = nullptr;
+        bool fresh = false;
         uint32_t queued = v->ready.size() + uint32_t(v->spawned.size()) + v->yielded.size();
         if (queued > 1 || (queued == 1 && may_steal_single(w, v, kSingleStealDelay))) {
             t = v->ready.steal_into(w->ready);
-            if (!t && v->spawned.size() > 0) t = v->spawned.steal();
+            if (!t && v->spawned.size() > 0 && (queued == 1 || may_steal_fresh(w, v)))
+                fresh = (t = v->spawned.steal()) != nullptr;
             if (!t) t = v->yielded.steal_into(w->yielded);
         }
         // KIO_DEBUG_MIGRATE sent these to v on purpose: taken only if v is
@@ -293,6 +329,7 @@ Task *steal(Worker *w) {
             t = v->migrated.pop();
         if (t) {
             Worker::bump(w->n_steals);
+            if (fresh) t->stolen_at = now_ns();
             return t;
         }
     }
@@ -480,6 +517,7 @@ KIO_NOINLINE void publish_parked(Worker *w, SwitchMsg *m) {
 }
 
 void recycle(Worker *w, Task *t) {
+    if (KIO_UNLIKELY(t->stolen_at)) learn_steal_granularity(w, t);
     san_destroy(&t->san);
     release_stack(w, t);
     t->sp = nullptr;

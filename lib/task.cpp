@@ -300,6 +300,7 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
     t->cancel_requested.store(false, std::memory_order_relaxed);
     t->shielded.store(false, std::memory_order_relaxed);
     t->deadline = 0;
+    t->stolen_at = 0;
     t->cq = nullptr;
     t->waiters = WaitList{};
     t->cur_wait.store(nullptr, std::memory_order_relaxed);

@@ -54,6 +54,7 @@ struct alignas(64) Task {
     Worker *home = nullptr;  // pinned tasks: the only worker that may run it
     Worker *ran_on = nullptr;  // KIO_DEBUG_MIGRATE: the worker it last ran on
     bool pinned = false;
+    uint64_t stolen_at = 0;  // when a thief took it before its first run (steal() in scheduler.cpp)
     Task *qnext = nullptr;   // link in injection / inbox lists
 
     // Lifecycle.

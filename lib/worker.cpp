@@ -13,6 +13,8 @@ namespace {
 
 constexpr uint64_t kSpinNs = 50 * 1000;       // how long an idle worker keeps looking
 constexpr uint64_t kSpinPollNs = 20 * 1000;   // how often a spinner polls its poller
+constexpr int kSpinDelayMin = 200;            // iterations of the delay loop between looks
+constexpr int kSpinDelayMax = 6400;           // (~70 ns and ~2 us)
 
 // Work this worker could run: its own queues, the injection queue, and what
 // it could steal (not other workers' inboxes: only their owner runs those).
@@ -64,10 +66,15 @@ Task *spin(Worker *w) {
     rt->nspinning.fetch_add(1, std::memory_order_seq_cst);
     uint64_t start = now_ns();
     Task *t = nullptr;
+    int delay = kSpinDelayMin;
     for (unsigned round = 1;; round++) {
         // A plain delay loop, not PAUSE: in a VM, a PAUSE loop triggers
         // pause-loop exits that deschedule the spinning vCPU.
-        for (int i = 0; i < 200; i++) __asm__ volatile("" ::: "memory");
+        for (int i = 0; i < delay; i++) __asm__ volatile("" ::: "memory");
+        // Each look reads the cache lines of other workers' queues, which
+        // their owners keep writing: looking less often the longer nothing
+        // turns up keeps the spinner from slowing them down.
+        if (delay < kSpinDelayMax) delay *= 2;
         if ((t = find_work(w))) break;
         if (round % 8) continue;  // read the clock every 8 rounds
         uint64_t now = now_ns();

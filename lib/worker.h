@@ -67,6 +67,11 @@ struct alignas(kCacheLine) Worker {
     Worker *single_victim = nullptr;
     uint32_t single_tick = 0;
     uint64_t single_since = 0;
+    // Steal granularity (see steal() in scheduler.cpp): how long the fresh
+    // tasks this worker stole ran, on average (EWMA), from their steal to
+    // their end, and its last steal while that average was short.
+    uint64_t stolen_busy_ns = UINT32_MAX;
+    uint64_t reluctant_steal_at = 0;
     uint32_t rng = 1;
     uint64_t last_poll = 0;
     unsigned backstop_doublings = 0;  // of the next backstop sleep (sleep() in worker.cpp)

@@ -1390,3 +1390,32 @@ TEST(PlainThread, AwaitsTaskSpawnedByFiber) {
     EXPECT_EQ(val, 8);
     EXPECT_EQ(rt.destroy(), 0);
 }
+
+// Bursts of tiny tasks teach an idle worker that stealing them does not pay
+// (each would cost more in cache traffic than it runs), yet tasks queued
+// behind a fiber that keeps its worker busy are still taken: here three
+// spinners each wait, without any kio call, until two of them run at once,
+// which needs the second worker to take one from the first's spawn deque.
+TEST(Steal, QueuedTasksBehindABusyFiberAreTakenAfterBurstsOfTinyOnes) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    for (int round = 0; round < 50; round++) {
+        std::vector<kio_task *> ts;
+        for (int i = 0; i < 200; i++) ts.push_back(kt::spawn([i] { return intptr_t(i); }));
+        intptr_t sum = 0;
+        for (kio_task *t : ts) sum += kt::await_ok(t);
+        ASSERT_EQ(sum, 199 * 200 / 2);
+    }
+    std::atomic<int> started{0};
+    auto spinner = [&] {
+        started++;
+        uint64_t t0 = kio_now();
+        while (started.load() < 2 && kio_now() - t0 < kt::prompt(5 * kSec)) {
+        }
+        return intptr_t(started.load() >= 2);
+    };
+    std::vector<kio_task *> ts;
+    for (int i = 0; i < 3; i++) ts.push_back(kt::spawn(spinner));
+    for (kio_task *t : ts) EXPECT_EQ(kt::await_ok(t), 1);
+    EXPECT_EQ(rt.destroy(), 0);
+}
