@@ -45,33 +45,29 @@ KIO_FUNC_BEGIN(kio_ctx_switch)
     movq %rsp, (%rdi)
     movq %rsi, %rsp
 
+    /* The arriving context's block has the same layout, so the CFI above
+     * stays true until the block is dropped. The return address is loaded
+     * first, so the jump at the end need not wait for it, and the return is
+     * an indirect jump, not `ret`: the address belongs to the other
+     * context's call, so the return-stack predictor would miss on every
+     * switch (Boost.Context ends the same way). */
+    movq 56(%rsp), %rcx
     ldmxcsr (%rsp)
     fldcw 4(%rsp)
-    addq $8, %rsp
-    .cfi_adjust_cfa_offset -8
-    popq %r15
-    .cfi_adjust_cfa_offset -8
+    movq 8(%rsp), %r15
+    movq 16(%rsp), %r14
+    movq 24(%rsp), %r13
+    movq 32(%rsp), %r12
+    movq 40(%rsp), %rbx
+    movq 48(%rsp), %rbp
+    leaq 64(%rsp), %rsp
+    .cfi_def_cfa_offset 0
     .cfi_restore r15
-    popq %r14
-    .cfi_adjust_cfa_offset -8
     .cfi_restore r14
-    popq %r13
-    .cfi_adjust_cfa_offset -8
     .cfi_restore r13
-    popq %r12
-    .cfi_adjust_cfa_offset -8
     .cfi_restore r12
-    popq %rbx
-    .cfi_adjust_cfa_offset -8
     .cfi_restore rbx
-    popq %rbp
-    .cfi_adjust_cfa_offset -8
     .cfi_restore rbp
-    /* Return with an indirect jump, not `ret`: the return address belongs to
-     * the other context's call, so the return-stack predictor would miss on
-     * every switch (Boost.Context ends the same way). */
-    popq %rcx
-    .cfi_adjust_cfa_offset -8
     .cfi_register rip, rcx
     movq %rdx, %rax
     jmpq *%rcx
