@@ -513,9 +513,10 @@ class Monitor {
         h.complete = false;
         memcpy(h.frames, c.frames, c.n * sizeof c.frames[0]);
         h.full.store(true, std::memory_order_relaxed);
+        // c belongs to the signal handler again from here: use the copy.
         c.full.store(false, std::memory_order_release);
         tries_[i]++;
-        pthread_kill(thread_of(c.worker), g_stall_signal);
+        pthread_kill(thread_of(h.worker), g_stall_signal);
         return true;
     }
 
