@@ -115,6 +115,7 @@ int start_worker(Runtime *rt);            // lazily start one more worker (worke
 
 // Task lifecycle helpers (task.cpp).
 void finish_task(Task *t);                // fn returned: publish the result, wake waiters
+bool hand_on_exit(Task *t);               // the dying caller switches to woken t next (see scheduler.cpp)
 void release_task(Task *t);               // drops one reference
 void request_cancel(Task *t);
 void cancel_all(Runtime *rt);

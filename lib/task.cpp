@@ -111,7 +111,9 @@ void finish_task(Task *t) {
         cq = t->cq;
         t->cq = nullptr;
     }
-    wake_chain(wake);
+    // A lone wakeup (the awaiter, typically) may go straight to the next
+    // switch of this dying fiber rather than through the run queue.
+    if (!(wake && !wake->wake_next && wake->task && hand_on_exit(wake->task))) wake_chain(wake);
     if (cq) {
         cq_post(cq, t->cq_data, t->result);
         cq_unref(cq);

@@ -60,6 +60,7 @@ struct alignas(kCacheLine) Worker {
     Racy<Task *> current;     // running fiber; nullptr while the idle context runs
                               // (other workers read it: sleep() in worker.cpp)
     SwitchMsg msg;            // the message of the switch in progress
+    Task *exit_next = nullptr;  // woken by the dying fiber, runs next (hand_on_exit)
     void *idle_sp = nullptr;  // saved idle context
     FiberSan idle_san;
     Stack idle_stack;         // worker 0 only
