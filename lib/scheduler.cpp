@@ -302,7 +302,7 @@ bool may_steal_fresh(Worker *w, Worker *v) {
     uint64_t now = now_ns();
     if (w->stuck_for(v, now) < kReluctantDelay && now - w->reluctant_steal_at < kReluctantProbe) return false;
     w->reluctant_steal_at = now;
-    w->single_since = now;  // the next one waits a whole delay again
+    w->restart_watch(v, now);  // the next one waits a whole delay again
     return true;
 }
 
@@ -691,14 +691,14 @@ bool hand_on_exit(Task *t) {
 }
 
 // The task hand_on_exit set aside, unless the fairness pick is due: then it
-// goes to the ready ring and the full pick decides.
+// is made ready as usual and the full pick decides.
 inline Task *take_exit_next(Worker *w) {
     Task *t = w->exit_next;
     if (!t) return nullptr;
     w->exit_next = nullptr;
     uint32_t tick = w->tick.load(std::memory_order_relaxed) + 1;
     if (KIO_UNLIKELY(tick % kFairnessInterval == 0)) {
-        push_ready(w, t);
+        ready(t);  // (a pinned t goes to its worker's inbox, not the stealable ring)
         return nullptr;
     }
     w->tick.store(tick, std::memory_order_relaxed);

@@ -64,10 +64,15 @@ struct alignas(kCacheLine) Worker {
     void *idle_sp = nullptr;  // saved idle context
     FiberSan idle_san;
     Stack idle_stack;         // worker 0 only
-    // Single-task steal delay (see steal() in scheduler.cpp).
-    Worker *single_victim = nullptr;
-    uint32_t single_tick = 0;
-    uint64_t single_since = 0;
+    // The steal clocks (see steal() in scheduler.cpp): per other worker, its
+    // pick count when this one started watching it, and since when.
+    struct VictimWatch {
+        Worker *victim = nullptr;
+        uint32_t tick = 0;
+        uint64_t since = 0;
+    };
+    static constexpr unsigned kWatchSlots = 64;  // more workers share slots (and restart clocks)
+    VictimWatch watch[kWatchSlots];
     // Steal granularity (see steal() in scheduler.cpp): how long the fresh
     // tasks this worker stole ran, on average (EWMA), from their steal to
     // their end, and its last steal while that average was short.
@@ -113,18 +118,22 @@ struct alignas(kCacheLine) Worker {
         c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     }
 
-    // The single-task steal clock: how long v has gone without picking
-    // anything, as far as this worker has watched (0 when it starts watching
-    // v or sees a new pick).
+    // The steal clock of v: how long v has gone without picking anything,
+    // as far as this worker has watched (0 when it starts watching v or sees
+    // a new pick). One clock per victim, so that looking at one worker does
+    // not restart the clock of another.
     uint64_t stuck_for(Worker *v, uint64_t now) {
+        VictimWatch &s = watch[v->index % kWatchSlots];
         uint32_t vt = v->tick.load(std::memory_order_relaxed);
-        if (single_victim != v || single_tick != vt) {
-            single_victim = v;
-            single_tick = vt;
-            single_since = now;
+        if (s.victim != v || s.tick != vt) {
+            s.victim = v;
+            s.tick = vt;
+            s.since = now;
         }
-        return now - single_since;
+        return now - s.since;
     }
+    // Restarts v's clock (a whole delay must pass again).
+    void restart_watch(Worker *v, uint64_t now) { watch[v->index % kWatchSlots].since = now; }
 
     bool has_local_work() const {
         return stealable() || !inbox.empty();

@@ -1419,3 +1419,44 @@ TEST(Steal, QueuedTasksBehindABusyFiberAreTakenAfterBurstsOfTinyOnes) {
     for (kio_task *t : ts) EXPECT_EQ(kt::await_ok(t), 1);
     EXPECT_EQ(rt.destroy(), 0);
 }
+
+// A pinned task that awaits children on its worker is woken there, and the
+// wakeup may skip the run queue (the child's exit switches straight to it);
+// when the fairness pick is due at that exit, the task must go to its
+// worker's inbox, never to the stealable ring. A pinned parent keeps an
+// idle worker looking for work (a child spins 30 us) and compares OS threads
+// across each await, over enough rounds to meet many fairness picks.
+TEST(Steal, PinnedAwaiterNeverRunsOnAnotherWorker) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    kio_spawn_options o;
+    kio_spawn_options_init(&o);
+    o.pinned = 1;
+    std::atomic<int> moved{0};
+    kio_task *parent = kt::spawn_ex(&o, [&] {
+        long me = kt::os_thread_id();
+        for (int k = 0; k < 5; k++) {  // bursts of tiny tasks: the idle worker turns reluctant
+            std::vector<kio_task *> ts;
+            for (int i = 0; i < 1000; i++) ts.push_back(kt::spawn([] { return intptr_t(0); }));
+            for (kio_task *t : ts) kt::await_ok(t);
+        }
+        if (kt::os_thread_id() != me) moved++;
+        for (int r = 0; r < 3000; r++) {
+            kio_task *spinner = kt::spawn([] {
+                uint64_t t0 = kio_now();
+                while (kio_now() - t0 < 30 * kUs) {
+                }
+                return intptr_t(1);
+            });
+            kio_task *tiny = kt::spawn([] { return intptr_t(2); });
+            EXPECT_EQ(kt::await_ok(tiny), 2);
+            if (kt::os_thread_id() != me) moved++;
+            EXPECT_EQ(kt::await_ok(spinner), 1);
+            if (kt::os_thread_id() != me) moved++;
+        }
+        return intptr_t(0);
+    });
+    EXPECT_EQ(kt::await_ok(parent), 0);
+    EXPECT_EQ(moved.load(), 0) << "a pinned task ran on another worker";
+    EXPECT_EQ(rt.destroy(), 0);
+}
