@@ -125,7 +125,7 @@ bool sleep(Worker *w) {
         uint64_t now = now_ns();
         backstop = now + (kBackstopNs << w->backstop_doublings);
         if (backstop < deadline) deadline = backstop;
-        // Start (or keep) the single-task steal clock on v: if v has not
+        // Start (or keep) the steal clock of v: if v has not
         // picked anything by the backstop, its queued task is taken at once.
         w->stuck_for(v, now);
     } else {
