@@ -677,38 +677,27 @@ inline Task *next_fresh(Worker *w) {
 }  // namespace
 
 // Called by a fiber that is finishing (finish_task), for the one task its
-// end woke: if nothing would run before t anyway (no woken fiber queued, no
-// pinned or migrated arrival), the fiber's exit switches straight to t, in
-// the same order as through the ready ring but without its locked pop and
-// without a look for idle workers to wake. False: ready(t) as usual.
+// end woke: if t would be this worker's next pick anyway (a task made ready
+// now would be, exactly when nothing comes before the spawn deque), the
+// fiber's exit switches straight to it: the same order as through the ready
+// ring, without its locked pop and without a look for idle workers to wake.
+// False: ready(t) as usual (also when the fairness pick is due, or t is
+// pinned to another worker or belongs to another runtime).
 bool hand_on_exit(Task *t) {
-    Worker *w = current_worker_fast();
-    if (!w || w->rt != t->rt || !w->current || (t->home && t->home != w)) return false;
-    if (KIO_UNLIKELY(w->rt->debug_migrate) || w->ready.size() || !w->inbox.empty() || !w->migrated.empty())
-        return false;
+    Worker *w = current_worker_fast();  // a fiber's: never null
+    if (w->rt != t->rt || (t->home && t->home != w) || KIO_UNLIKELY(w->rt->debug_migrate)) return false;
+    uint32_t tick = w->tick.load(std::memory_order_relaxed) + 1;
+    if (!spawn_deque_is_next(w, tick)) return false;
+    w->tick.store(tick, std::memory_order_relaxed);  // this is t's pick
     w->exit_next = t;
     return true;
-}
-
-// The task hand_on_exit set aside, unless the fairness pick is due: then it
-// is made ready as usual and the full pick decides.
-inline Task *take_exit_next(Worker *w) {
-    Task *t = w->exit_next;
-    if (!t) return nullptr;
-    w->exit_next = nullptr;
-    uint32_t tick = w->tick.load(std::memory_order_relaxed) + 1;
-    if (KIO_UNLIKELY(tick % kFairnessInterval == 0)) {
-        ready(t);  // (a pinned t goes to its worker's inbox, not the stealable ring)
-        return nullptr;
-    }
-    w->tick.store(tick, std::memory_order_relaxed);
-    return t;
 }
 
 [[noreturn]] void exit_fiber() {
     Worker *w = current_worker();
     Task *self = w->current;
-    if (Task *next = take_exit_next(w)) {
+    if (Task *next = w->exit_next) {
+        w->exit_next = nullptr;
         w->msg.kind = SwitchMsg::kRecycle;
         switch_to(w, next);
         __builtin_unreachable();
