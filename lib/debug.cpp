@@ -389,11 +389,12 @@ class Monitor {
     // records who stalled and the raw return addresses (async-signal-safe:
     // no allocation, no symbol lookup), for the monitor to print.
     void capture(Worker *w, Task *t, void *uc) {
-        StallCapture &c = caps_[w->index % 64];
-        if (c.full.load(std::memory_order_acquire)) return;  // the last one is not printed yet
+        StallCapture &slot = caps_[w->index % 64];
+        if (slot.full.load(std::memory_order_acquire)) return;  // the last one is not printed yet
         // The episode may have ended while the signal was on its way.
         uint64_t ran = now_ns() - w->switched_at.load(std::memory_order_relaxed);
         if (int64_t(ran) < int64_t(rt_->stall_ns)) return;
+        StallSample &c = slot.sample;
         c.id = t->id;
         memcpy(c.name, t->name, sizeof c.name);
         c.ran_ns = ran;
@@ -412,14 +413,13 @@ class Monitor {
         (void)uc;
         c.complete = true;  // nothing better will come
 #endif
-        c.full.store(true, std::memory_order_release);
+        slot.full.store(true, std::memory_order_release);
         poke('s');
     }
 
   private:
     // A sample of a stalled fiber, taken by its worker in the signal handler.
-    struct StallCapture {
-        std::atomic<bool> full{false};
+    struct StallSample {
         uint64_t id = 0;
         char name[sizeof(Task::name)] = {0};
         uint64_t ran_ns = 0;
@@ -427,6 +427,11 @@ class Monitor {
         size_t n = 0;
         bool complete = false;  // the walk reached the fiber's root
         void *frames[128];
+    };
+    // Where a worker's signal handler leaves its sample for the monitor.
+    struct StallCapture {
+        std::atomic<bool> full{false};  // the sample is the monitor's until cleared
+        StallSample sample;
     };
 
     // A signal can land where the unwinder cannot see far (inside a runtime
@@ -486,10 +491,9 @@ class Monitor {
             int64_t sw = w->stall_epoch.load(std::memory_order_acquire);
             uint64_t since = w->switched_at.load(std::memory_order_relaxed);
             Task *t = w->current;
-            // (since > now: the worker switched after `now` was read.)
             // A held sample whose episode ended before its retry landed.
-            if (held_[i % 64].full.load(std::memory_order_relaxed) && sw != reported_[i % 64])
-                print_held(i % 64);
+            if (holding_[i % 64] && sw != reported_[i % 64]) print_held(i % 64);
+            // (since > now: the worker switched after `now` was read.)
             if (!t || !since || since > now || now - since < rt_->stall_ns) continue;
             if (reported_[i % 64] == sw) continue;  // this episode was reported
             reported_[i % 64] = sw;
@@ -500,32 +504,26 @@ class Monitor {
 
     // An incomplete sample of worker i's current episode: keep it, and ask
     // for another while tries remain and the episode goes on.
-    bool resample(StallCapture &c) {
+    bool resample(StallCapture &slot) {
+        const StallSample &c = slot.sample;
         unsigned i = c.worker % 64;
         if (c.complete || tries_[i] >= kSampleTries) return false;
         if (rt_->workers[c.worker].stall_epoch.load(std::memory_order_acquire) != reported_[i]) return false;
-        StallCapture &h = held_[i];
-        h.id = c.id;
-        memcpy(h.name, c.name, sizeof h.name);
-        h.ran_ns = c.ran_ns;
-        h.worker = c.worker;
-        h.n = c.n;
-        h.complete = false;
-        memcpy(h.frames, c.frames, c.n * sizeof c.frames[0]);
-        h.full.store(true, std::memory_order_relaxed);
-        // c belongs to the signal handler again from here: use the copy.
-        c.full.store(false, std::memory_order_release);
+        held_[i] = c;
+        holding_[i] = true;
+        // The slot belongs to the signal handler again from here: use the copy.
+        slot.full.store(false, std::memory_order_release);
         tries_[i]++;
-        pthread_kill(thread_of(h.worker), g_stall_signal);
+        pthread_kill(thread_of(held_[i].worker), g_stall_signal);
         return true;
     }
 
     void print_held(unsigned i) {
         print(held_[i]);
-        held_[i].full.store(false, std::memory_order_relaxed);
+        holding_[i] = false;
     }
 
-    void print(const StallCapture &c) {
+    void print(const StallSample &c) {
         Out o(2);
         o.f("kio: stall: task %" PRIu64 " '%s' has run for %.1f ms on worker %u without yielding\n", c.id,
             c.name, double(c.ran_ns) / 1e6, c.worker);
@@ -534,21 +532,22 @@ class Monitor {
     }
 
     void print_stalls() {
-        for (StallCapture &c : caps_) {
-            if (!c.full.load(std::memory_order_acquire)) continue;
-            if (resample(c)) continue;
+        for (StallCapture &slot : caps_) {
+            if (!slot.full.load(std::memory_order_acquire)) continue;
+            if (resample(slot)) continue;
             // The first whole sample wins; after the last try, the longest.
-            StallCapture &h = held_[c.worker % 64];
-            bool held_better = h.full.load(std::memory_order_relaxed) && !c.complete && h.n > c.n;
-            print(held_better ? h : c);
-            h.full.store(false, std::memory_order_relaxed);
-            c.full.store(false, std::memory_order_release);
+            const StallSample &c = slot.sample;
+            unsigned i = c.worker % 64;
+            print(holding_[i] && !c.complete && held_[i].n > c.n ? held_[i] : c);
+            holding_[i] = false;
+            slot.full.store(false, std::memory_order_release);
         }
     }
 
     Runtime *rt_;
     StallCapture caps_[64];
-    StallCapture held_[64];  // monitor only: an incomplete sample awaiting its retry
+    StallSample held_[64];   // monitor only: an incomplete sample awaiting its retry...
+    bool holding_[64] = {};  // ...if this is set
     int tries_[64] = {};     // samples asked for in the episode reported_ names
     int pipe_[2] = {-1, -1};
     pthread_t thread_{};
