@@ -1391,6 +1391,18 @@ TEST(PlainThread, AwaitsTaskSpawnedByFiber) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// `rounds` times: spawn n tasks that return their index, await them all and
+// check the sum. Enough of them make an idle worker a reluctant thief.
+static void tiny_task_bursts(int rounds, int n) {
+    for (int round = 0; round < rounds; round++) {
+        std::vector<kio_task *> ts;
+        for (int i = 0; i < n; i++) ts.push_back(kt::spawn([i] { return intptr_t(i); }));
+        intptr_t sum = 0;
+        for (kio_task *t : ts) sum += kt::await_ok(t);
+        EXPECT_EQ(sum, intptr_t(n - 1) * n / 2);
+    }
+}
+
 // Bursts of tiny tasks teach an idle worker that stealing them does not pay
 // (each would cost more in cache traffic than it runs), yet tasks queued
 // behind a fiber that keeps its worker busy are still taken: here three
@@ -1399,13 +1411,7 @@ TEST(PlainThread, AwaitsTaskSpawnedByFiber) {
 TEST(Steal, QueuedTasksBehindABusyFiberAreTakenAfterBurstsOfTinyOnes) {
     kt::Rt rt(2);
     ASSERT_EQ(rt.rc(), 0);
-    for (int round = 0; round < 50; round++) {
-        std::vector<kio_task *> ts;
-        for (int i = 0; i < 200; i++) ts.push_back(kt::spawn([i] { return intptr_t(i); }));
-        intptr_t sum = 0;
-        for (kio_task *t : ts) sum += kt::await_ok(t);
-        ASSERT_EQ(sum, 199 * 200 / 2);
-    }
+    tiny_task_bursts(50, 200);
     std::atomic<int> started{0};
     auto spinner = [&] {
         started++;
@@ -1435,11 +1441,7 @@ TEST(Steal, PinnedAwaiterNeverRunsOnAnotherWorker) {
     std::atomic<int> moved{0};
     kio_task *parent = kt::spawn_ex(&o, [&] {
         long me = kt::os_thread_id();
-        for (int k = 0; k < 5; k++) {  // bursts of tiny tasks: the idle worker turns reluctant
-            std::vector<kio_task *> ts;
-            for (int i = 0; i < 1000; i++) ts.push_back(kt::spawn([] { return intptr_t(0); }));
-            for (kio_task *t : ts) kt::await_ok(t);
-        }
+        tiny_task_bursts(5, 1000);  // the idle worker turns reluctant
         if (kt::os_thread_id() != me) moved++;
         for (int r = 0; r < 3000; r++) {
             kio_task *spinner = kt::spawn([] {
