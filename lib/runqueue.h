@@ -73,6 +73,13 @@ class Ring {
                 return t;
         }
     }
+    // Owner: the task at the head, if any, as a hint (a thief may take it
+    // meanwhile; Task memory stays mapped, so reading it is harmless).
+    Task *peek() const {
+        uint32_t h = head_.load(std::memory_order_relaxed);
+        if (h == tail_.load(std::memory_order_relaxed)) return nullptr;
+        return buf_[h % kCap].load(std::memory_order_relaxed);
+    }
     // Thief: moves half of this ring into dst (owned by the caller, which
     // must be empty enough) and returns one of the stolen tasks to run now.
     Task *steal_into(Ring &dst) {
