@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <vector>
 
 #include "runtime.h"
@@ -438,12 +439,27 @@ KIO_EXPORT int kio_select(kio_task *const *handles, size_t count, size_t *index)
     }
     int r = 0;
     Task *self = current_task();
+    // Each task is held by a reference for the whole call: another caller
+    // may consume a handle meanwhile (allowed), and without the reference its
+    // slot could then hold a new task by the time the wait registers on it.
+    // Held, a finished task stays finished. The references are dropped
+    // inside the OutsideCall: dropping the last returns a task to its
+    // runtime's pool, which destroy must not have freed yet.
+    std::optional<OutsideCall> outside;
+    size_t held = 0;
     for (size_t i = 0; i < count && !r; i++) {
-        tasks[i] = from_handle(handles[i]);
-        if (!tasks[i] || tasks[i]->handle.load(std::memory_order_acquire) == Task::kDetached ||
-            tasks[i]->handle.load(std::memory_order_acquire) == Task::kConsumed)
+        Task *t = from_handle(handles[i]);
+        if (!t || !try_ref(t)) {
             r = -EINVAL;
-        else if (tasks[i] == self)
+            break;
+        }
+        if (!outside) outside.emplace(t);
+        tasks[i] = t;
+        held = i + 1;
+        uint32_t s = t->handle.load(std::memory_order_acquire);
+        if (from_handle(handles[i]) != t || s == Task::kDetached || s == Task::kConsumed)
+            r = -EINVAL;
+        else if (t == self)
             r = -EDEADLK;
     }
     if (!r && !lowest_finished(tasks, count, index)) {
@@ -456,18 +472,17 @@ KIO_EXPORT int kio_select(kio_task *const *handles, size_t count, size_t *index)
                 nodes[i].value = int(i);
             }
             SelectWait a{tasks, nodes, count};
-            OutsideCall outside(tasks[0]);  // (all tasks of one runtime, in practice)
             r = wait_on(&w, publish_select, &a, 0, true, KIO_PARK_SELECT, tasks, int(count));
             for (size_t i = 0; i < count; i++) unlink_if_linked(tasks[i]->lock, tasks[i]->waiters, &nodes[i]);
             if (r >= 0) {
-                // r is the index that woke us. A rescan finds nothing if that
-                // task's awaiter consumed it meanwhile (its slot may hold a
-                // new task by now): fall back to r.
+                // r is the index that woke us; a lower one may have finished too.
                 if (!lowest_finished(tasks, count, index)) *index = size_t(r);
                 r = 0;
             }
         }
     }
+    for (size_t i = 0; i < held; i++) release_task(tasks[i]);
+    outside.reset();
     if (count > kInline) {
         std::free(tasks);
         std::free(nodes);

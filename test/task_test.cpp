@@ -1228,6 +1228,71 @@ TEST(Select, HandleConsumedByItsAwaiterMeanwhileStillGivesAnIndex) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// The same race on two workers, in the window between the call's check of
+// its handles and its registration on them: the awaiter consumes the handle
+// and a new task takes the slot meanwhile. The call must still return at
+// once with the consumed task's index, not wait for the new task (it used to
+// register on the new one). A long array of one running task widens the
+// window.
+TEST(Select, SlotReusedBeforeTheCallRegistersIsNotWaitedOn) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<int> stop{0};
+    kio_task *running = kt::spawn([&] {
+        while (!stop.load()) kio_sleep(kMs);
+        return intptr_t(0);
+    });
+    constexpr size_t kPad = 4000;
+    std::vector<kio_task *> set(kPad + 1, running);
+    int stuck = 0;
+    uint64_t end = kio_now() + 3 * kSec;
+    for (int i = 0; i < int(kt::scaled(20000)) && !stuck && kio_now() < end; i++) {
+        std::atomic<int> release{0};
+        kio_task *quick = kt::spawn([i] {  // finishes after a varying delay
+            for (volatile int k = 0; k < (i * 37) % 256; k++) {
+            }
+            return intptr_t(7);
+        });
+        set[kPad] = quick;
+        kio_task *selector = kt::spawn([&] {
+            size_t idx = 12345;
+            int r = kio_select(set.data(), set.size(), &idx);
+            return r ? intptr_t(r) : intptr_t(idx);
+        });
+        kio_task *reuser = nullptr;
+        kio_task *awaiter = kt::spawn([&] {
+            void *res = nullptr;
+            int r = kio_await(quick, &res);
+            reuser = kt::spawn([&] {  // most likely in quick's slot
+                while (!release.load()) kio_sleep(kMs);
+                return intptr_t(0);
+            });
+            return r ? intptr_t(r) : vi(res);
+        });
+        uint64_t saved = kio_deadline_set(kio_now() + 2 * kSec);
+        void *res = nullptr;
+        int r = kio_await(selector, &res);
+        kio_deadline_set(saved);
+        if (r == -ETIMEDOUT) {
+            stuck = i + 1;
+            release.store(1);
+            r = kio_await(selector, &res);
+        }
+        EXPECT_EQ(r, 0);
+        // -EINVAL: the handle was consumed before the call looked at it.
+        if (vi(res) != -EINVAL) {
+            EXPECT_EQ(vi(res), intptr_t(kPad)) << "iteration " << i;
+        }
+        EXPECT_EQ(kt::await_ok(awaiter), 7);
+        release.store(1);
+        EXPECT_EQ(kt::await_ok(reuser), 0);
+    }
+    EXPECT_EQ(stuck, 0) << "kio_select waited on the task that reused a consumed handle's slot";
+    stop.store(1);
+    EXPECT_EQ(kt::await_ok(running), 0);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(Select, FromPlainThreadBlocks) {
     kt::Rt rt(2);
     ASSERT_EQ(rt.rc(), 0);
