@@ -4,7 +4,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <optional>
 #include <vector>
 
 #include "runtime.h"
@@ -209,15 +208,19 @@ void cancel_all(Runtime *rt) {
 class OutsideCall {
   public:
     // w: the caller's worker, read at entry (before anything switches).
-    OutsideCall(Runtime *rt, Worker *w) {
+    OutsideCall(Runtime *rt, Worker *w) { enter(rt, w); }
+    explicit OutsideCall(Task *t) : OutsideCall(t->rt, current_worker_at_entry()) {}
+    OutsideCall() = default;  // registers at enter()
+    ~OutsideCall() { leave(); }
+    void enter(Runtime *rt, Worker *w) {
         if (!w || w->rt != rt) {
             rt_ = rt;
             rt_->outside_calls.fetch_add(1, std::memory_order_seq_cst);
         }
     }
-    explicit OutsideCall(Task *t) : OutsideCall(t->rt, current_worker_at_entry()) {}
-    ~OutsideCall() {
+    void leave() {
         if (rt_) rt_->outside_calls.fetch_sub(1, std::memory_order_acq_rel);
+        rt_ = nullptr;
     }
     OutsideCall(const OutsideCall &) = delete;
     OutsideCall &operator=(const OutsideCall &) = delete;
@@ -445,7 +448,8 @@ KIO_EXPORT int kio_select(kio_task *const *handles, size_t count, size_t *index)
     // Held, a finished task stays finished. The references are dropped
     // inside the OutsideCall: dropping the last returns a task to its
     // runtime's pool, which destroy must not have freed yet.
-    std::optional<OutsideCall> outside;
+    OutsideCall outside;
+    Worker *cw = current_worker_at_entry();
     size_t held = 0;
     for (size_t i = 0; i < count && !r; i++) {
         Task *t = from_handle(handles[i]);
@@ -453,7 +457,7 @@ KIO_EXPORT int kio_select(kio_task *const *handles, size_t count, size_t *index)
             r = -EINVAL;
             break;
         }
-        if (!outside) outside.emplace(t);
+        if (!held) outside.enter(t->rt, cw);
         tasks[i] = t;
         held = i + 1;
         uint32_t s = t->handle.load(std::memory_order_acquire);
@@ -482,7 +486,7 @@ KIO_EXPORT int kio_select(kio_task *const *handles, size_t count, size_t *index)
         }
     }
     for (size_t i = 0; i < held; i++) release_task(tasks[i]);
-    outside.reset();
+    outside.leave();
     if (count > kInline) {
         std::free(tasks);
         std::free(nodes);
