@@ -87,12 +87,15 @@ FdState *fd_state(int fd) {
 // that is closed now: the kernel removed it from the poller when the last
 // reference went away. Lock held.
 void reset_locked(FdState *st, bool nonblocking, int is_socket) {
-    st->closed.store(false, std::memory_order_release);
     st->is_socket.store(is_socket, std::memory_order_relaxed);
     st->nonblocking.store(nonblocking, std::memory_order_release);
     st->registered = nullptr;
     st->short_read_drains.store(-1, std::memory_order_relaxed);
     st->drained.store(0, std::memory_order_relaxed);
+    // Last: fd_reopen_if_reused's lock-free path trusts the fields above once
+    // it sees this (a stale nonblocking = true would let a fiber block its
+    // worker in a system call on the new, blocking descriptor).
+    st->closed.store(false, std::memory_order_release);
 }
 
 // Whether a short read of st's descriptor means its queue is empty: TCP only

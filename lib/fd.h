@@ -67,6 +67,9 @@ void fd_fresh(int fd, bool nonblocking = false, int is_socket = -1);
 // kernel hands the number out again. Returns false if st is still stale.
 bool fd_reopen_if_reused(FdState *st);
 
+// kio_close calls on st's number so far (see close_count).
+inline uint32_t fd_closes(const FdState *st) { return st->close_count.load(std::memory_order_seq_cst); }
+
 // Events seen so far in each direction: taken before a system call, given to
 // fd_wait after it failed with EAGAIN.
 struct FdSeq {

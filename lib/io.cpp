@@ -27,7 +27,7 @@ struct ThreadFd {
 };
 int thread_enter(int fd, ThreadFd *t) {
     t->st = fd_state(fd);
-    t->closes = t->st ? t->st->close_count.load(std::memory_order_seq_cst) : 0;
+    t->closes = t->st ? fd_closes(t->st) : 0;
     if (t->st && !fd_reopen_if_reused(t->st)) return -EBADF;
     return 0;
 }
@@ -35,7 +35,7 @@ int thread_enter(int fd, ThreadFd *t) {
 // kio_close ran since the call began: the descriptor the caller meant is
 // gone, whatever now has its number.
 bool closed_since(const ThreadFd &t) {
-    return t.st && t.st->close_count.load(std::memory_order_seq_cst) != t.closes;
+    return t.st && fd_closes(t.st) != t.closes;
 }
 
 // A plain thread waits for readiness in poll(2), bounded by its deadline.
@@ -43,16 +43,20 @@ bool closed_since(const ThreadFd &t) {
 // and waits for it to leave poll(2) before close(2) (else poll would look
 // the number up again and wait on whatever now has it). Returns the revents
 // (> 0) or a negative errno.
+struct ThreadCount {
+    FdState *st;
+    explicit ThreadCount(FdState *s) : st(s) {
+        if (st) st->thread_waiters.fetch_add(1, std::memory_order_seq_cst);
+    }
+    ~ThreadCount() {
+        if (st) st->thread_waiters.fetch_sub(1, std::memory_order_release);
+    }
+    ThreadCount(const ThreadCount &) = delete;
+    ThreadCount &operator=(const ThreadCount &) = delete;
+};
+
 int thread_wait(int fd, const ThreadFd &t, short events, uint64_t deadline) {
-    struct Count {
-        FdState *st;
-        explicit Count(FdState *s) : st(s) {
-            if (st) st->thread_waiters.fetch_add(1, std::memory_order_seq_cst);
-        }
-        ~Count() {
-            if (st) st->thread_waiters.fetch_sub(1, std::memory_order_release);
-        }
-    } count(t.st);
+    ThreadCount count(t.st);
     for (;;) {
         if (closed_since(t)) return -EBADF;
         // Readiness wins over an expired deadline, as in a fiber's wait.
@@ -100,6 +104,14 @@ FdState *prepare(int fd, int *err) {
     return st;
 }
 
+// A fiber's fd_wait, then -EBADF if kio_close closed the descriptor since
+// `closes` (fd_closes when the call began): a fiber that readiness woke may
+// run only after a close, when the number can name another file already.
+int wait_ready(FdState *st, Direction dir, uint64_t deadline, FdSeq seen, uint32_t closes, bool both = false) {
+    if (int w = fd_wait(st, dir, deadline, seen, both)) return w;
+    return fd_closes(st) != closes ? -EBADF : 0;
+}
+
 // Runs op() until it stops failing with EAGAIN/EINTR, parking on direction
 // dir in between. op returns the system call's result (errno set on -1).
 // read_len > 0: op is a plain read of that many bytes, which may skip the
@@ -114,30 +126,50 @@ long io_loop(int fd, Direction dir, Op op, size_t read_len = 0) {
         short events = dir == kIn ? POLLIN : POLLOUT;
         ThreadFd t;
         if (int e = thread_enter(fd, &t)) return e;
+        // Under a deadline, a descriptor in blocking mode is waited for
+        // first (the call must not outlast the deadline); a non-blocking one
+        // is tried first, so that a call that cannot succeed fails at once.
+        bool wait_first = false;
+        if (deadline) {
+            int fl = fcntl(fd, F_GETFL);
+            if (fl < 0) return -errno;
+            wait_first = !(fl & O_NONBLOCK);
+        }
         for (;;) {
-            // Under a deadline, wait for readiness first: the descriptor may
-            // be in blocking mode, and the call must not outlast the deadline.
-            if (deadline) {
+            if (wait_first) {
                 int w = thread_wait(fd, t, events, deadline);
                 if (w < 0) return w;
             }
-            long r = op();
+            wait_first = deadline != 0;
+            long r;
+            int e;
+            {
+                // Counted while in the call too: on a blocking descriptor it
+                // may sleep in the kernel, and kio_close must wake it.
+                ThreadCount count(t.st);
+                r = op();
+                e = errno;
+            }
+            // An end of file or error after a kio_close is its shutdown.
+            if (r <= 0 && closed_since(t)) return -EBADF;
             if (r >= 0) return r;
-            int e = errno;
             if (e == EINTR) continue;
             if (e != EAGAIN && e != EWOULDBLOCK) return -e;
-            int w = thread_wait(fd, t, events, deadline);
-            if (w < 0) return w;
+            if (!deadline) {
+                int w = thread_wait(fd, t, events, deadline);
+                if (w < 0) return w;
+            }
         }
     }
     if (self->cancel_pending()) return -ECANCELED;
     int err = 0;
     FdState *st = prepare(fd, &err);
     if (!st) return err;
+    uint32_t closes = fd_closes(st);
     for (;;) {
         FdSeq seen = fd_seq(st);
         if (read_len && fd_drained(st, seen.in)) {
-            if (int w = fd_wait(st, kIn, 0, seen)) return w;
+            if (int w = wait_ready(st, kIn, 0, seen, closes)) return w;
             continue;
         }
         long r = op();
@@ -148,7 +180,7 @@ long io_loop(int fd, Direction dir, Op op, size_t read_len = 0) {
         int e = errno;  // read before anything can switch fibers
         if (e == EINTR) continue;
         if (e != EAGAIN && e != EWOULDBLOCK) return -e;
-        if (int w = fd_wait(st, dir, 0, seen)) return w;
+        if (int w = wait_ready(st, dir, 0, seen, closes)) return w;
     }
 }
 
@@ -288,6 +320,7 @@ KIO_EXPORT int kio_connect(int fd, const struct sockaddr *addr, socklen_t addrle
         int err = 0;
         FdState *st = prepare(fd, &err);
         if (!st) return err;
+        uint32_t closes = fd_closes(st);
         FdSeq seen = fd_seq(st);
         if (::connect(fd, addr, addrlen) == 0) return 0;
         int e = errno;
@@ -297,7 +330,7 @@ KIO_EXPORT int kio_connect(int fd, const struct sockaddr *addr, socklen_t addrle
         // In progress: wait until writable, then read the outcome. (A stale
         // readiness from before may wake us early: then poll(2) says not yet.)
         for (;;) {
-            if (int w = fd_wait(st, kOut, 0, seen)) return w;
+            if (int w = wait_ready(st, kOut, 0, seen, closes)) return w;
             seen = fd_seq(st);
             pollfd p{fd, POLLOUT, 0};
             if (::poll(&p, 1, 0) > 0) break;
@@ -327,13 +360,14 @@ KIO_EXPORT int kio_poll(int fd, short events, uint64_t deadline) noexcept {
     FdState *st = prepare(fd, &err);
     if (!st) return err;
     bool in = events & (POLLIN | POLLPRI), out = events & POLLOUT;
+    uint32_t closes = fd_closes(st);
     for (;;) {
         FdSeq seen = fd_seq(st);
         pollfd p{fd, events, 0};
         int r = ::poll(&p, 1, 0);
         if (r > 0) return (p.revents & POLLNVAL) ? -EBADF : p.revents;
         if (r < 0 && errno != EINTR) return -errno;
-        if (int w = fd_wait(st, in ? kIn : kOut, deadline, seen, in && out)) return w;
+        if (int w = wait_ready(st, in ? kIn : kOut, deadline, seen, closes, in && out)) return w;
     }
 }
 

@@ -205,6 +205,49 @@ TEST(IoStress, CloseVersusParkNeverHangs) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// A number closed with kio_close and handed out again at once, to a socket
+// in blocking mode, on which several fibers on two workers start at the same
+// time: each must find it switched to non-blocking mode. (The first one to
+// look reopens the number's state; another that saw it reopened before the
+// reset was complete used to skip the switch and block its worker in
+// read(2).) Old calls end with -EBADF; a would-be blocked worker is freed by
+// closing the peer, and the round then fails.
+TEST(IoStress, ReusedNumberIsNonBlockingForEveryFiberThatStartsOnIt) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    constexpr int kReaders = 4;
+    const uint64_t rounds = scaled(1500);
+    uint64_t bad = 0;
+    std::minstd_rand rng(7);
+    for (uint64_t i = 0; i < rounds && bad < 5; i++) {
+        int sv[2];
+        ASSERT_TRUE(unix_pair(sv, /*blocking=*/true));  // most likely the number closed last round
+        std::atomic<int> started{0};
+        std::array<kio_task *, kReaders> rs{};
+        for (auto &r : rs) {
+            r = kt::spawn([&] {
+                char ch;
+                started++;
+                return intptr_t(kio_read(sv[0], &ch, 1));
+            });
+        }
+        while (started.load() < kReaders) kio_sleep(10 * kUs);
+        kio_sleep(10 * kUs + rng() % (100 * kUs));
+        // A reader blocked in read(2) holds its worker: the close below could
+        // not reach it. Wake it through the peer if that happens.
+        Later rescue(2 * kSec, [&] { shutdown(sv[1], SHUT_RDWR); });
+        kio_close(sv[0]);
+        for (auto &r : rs) {
+            intptr_t v = kt::await_ok(r);
+            if (v != -EBADF && bad++ < 5) ADD_FAILURE() << "round " << i << ": a reader got " << v << " instead of -EBADF";
+        }
+        rescue.cancel();
+        close(sv[1]);
+    }
+    EXPECT_EQ(bad, 0u);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 // Deadlines expiring as data arrives: every byte is read exactly once.
 TEST(IoStress, DeadlineVersusReadinessLosesNoData) {
     kt::Rt rt(2);

@@ -1670,6 +1670,112 @@ TEST(SocketPlainThread, CloseWakesAPlainThreadInAcceptWithEbadf) {
 
 // Without plain threads waiting, kio_close only closes the descriptor (wakes
 // the fibers parked on it): the connection stays usable through a duplicate.
+// A plain thread inside the system call itself (a socket in blocking mode,
+// which kio leaves alone on plain threads) is woken by kio_close too.
+TEST(SocketPlainThread, CloseWakesAPlainThreadInsideABlockingRead) {
+    int sv[2];
+    ASSERT_TRUE(unix_pair(sv, /*blocking=*/true));
+    std::atomic<long> r{1};
+    std::atomic<int> started{0};
+    std::thread th([&] {
+        char b[8];
+        started = 1;
+        r = long(kio_read(sv[0], b, sizeof b));
+    });
+    while (!started.load()) usleep(1000);
+    usleep(50 * 1000);  // in read(2) now
+    // Safety net if the close does not wake it.
+    Later rescue(1500 * kMs, [&] { (void)!write(sv[1], "late", 4); });
+    uint64_t t0 = kio_now();
+    EXPECT_EQ(kio_close(sv[0]), 0);
+    th.join();
+    rescue.cancel();
+    EXPECT_EQ(r.load(), -EBADF);
+    EXPECT_LT(kt::since(t0), 1000 * kMs);
+    close(sv[1]);
+}
+
+// Under a deadline, a plain thread's call that cannot succeed fails at once
+// instead of waiting out the deadline for readiness.
+TEST(SocketPlainThread, DeadlineDoesNotDelayCallsThatFailAtOnce) {
+    std::thread([] {
+        uint64_t t0 = kio_now();
+        kio_deadline_set(t0 + 2 * kSec);
+        char b[4];
+        EXPECT_EQ(kio_read(-1, b, sizeof b), -EBADF);
+        int s = kio_socket(AF_INET, SOCK_STREAM, 0);  // non-blocking, not listening
+        ASSERT_GE(s, 0);
+        EXPECT_EQ(kio_accept(s, nullptr, nullptr, 0), -EINVAL);
+        kio_deadline_set(0);
+        EXPECT_LT(kt::since(t0), 1000 * kMs);
+        kio_close(s);
+    }).join();
+}
+
+// A fiber that readiness woke, but that has not run yet when another fiber
+// closes its descriptor and the number is handed out again, gets -EBADF: it
+// must not read from the new socket. One worker, so the order is set: the
+// reader is queued among the woken fibers by a fairness poll, while the
+// closer waits in the yield ring, which that pick serves first.
+TEST(SocketClose, FiberWokenButNotYetRunWhenItsDescriptorIsClosedGetsEbadf) {
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    int s[2], n[2] = {-1, -1};
+    ASSERT_TRUE(unix_pair(s));
+    std::atomic<int> got{0}, closed{0};
+    kio_task *reader = kt::spawn([&] {
+        char b = 0;
+        ssize_t r = kio_read(s[0], &b, 1);
+        got = b;
+        return intptr_t(r);
+    });
+    kio_yield();  // the reader parks in kio_read
+    ASSERT_EQ(write(s[1], "O", 1), 1);
+    auto ready_tasks = [] {
+        struct kio_stats st;
+        kio_stats_init(&st);
+        kio_stats(nullptr, &st);
+        return st.tasks_ready;
+    };
+    // Both this fiber and a helper keep yielding; whichever finds the reader
+    // woken and not yet run (the other one and the reader queued) closes.
+    auto close_when_woken = [&] {
+        uint64_t give_up = kio_now() + 5 * kSec;
+        while (!closed.load() && kio_now() < give_up) {
+            uint64_t spin = kio_now() + 150 * kUs;
+            while (kio_now() < spin) {
+            }
+            kio_yield();
+            if (closed.load()) break;
+            if (ready_tasks() >= 2 && !got.load()) {
+                closed = 1;
+                EXPECT_EQ(kio_close(s[0]), 0);
+                EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, n), 0);
+                EXPECT_EQ(write(n[1], "X", 1), 1);
+            }
+        }
+    };
+    kio_task *helper = kt::spawn([&] {
+        close_when_woken();
+        return intptr_t(0);
+    });
+    close_when_woken();
+    kt::await_ok(helper);
+    intptr_t r = kt::await_ok(reader);
+    EXPECT_EQ(closed.load(), 1) << "the reader was never seen woken and not yet run";
+    if (closed.load()) {
+        EXPECT_NE(got.load(), 'X') << "the reader read from the socket that reused its number";
+        // Either the close came first (-EBADF) or, the read having run, 'O'.
+        EXPECT_TRUE(r == -EBADF || (r == 1 && got.load() == 'O')) << r;
+    }
+    EXPECT_EQ(rt.destroy(), 0);
+    close(s[1]);
+    if (n[0] >= 0) {
+        close(n[0]);
+        close(n[1]);
+    }
+}
+
 TEST(SocketClose, CloseWithoutPlainThreadWaitersLeavesADuplicateUsable) {
     kt::Rt rt(2);
     ASSERT_EQ(rt.rc(), 0);
