@@ -217,8 +217,13 @@ KIO_EXPORT ssize_t kio_write(int fd, const void *buf, size_t len) noexcept {
 
 // As readv(2)/writev(2): at most IOV_MAX entries. Checked here because
 // sockets use sendmsg, whose msg_iovlen is unsigned.
+// A bad vector, or one with a NULL buffer of nonzero length (-EINVAL, as
+// for the single-buffer calls).
 static bool bad_iov(const struct iovec *iov, int iovcnt) {
-    return iovcnt < 0 || iovcnt > IOV_MAX || (!iov && iovcnt > 0);
+    if (iovcnt < 0 || iovcnt > IOV_MAX || (!iov && iovcnt > 0)) return true;
+    for (int i = 0; i < iovcnt; i++)
+        if (null_buf(iov[i].iov_base, iov[i].iov_len)) return true;
+    return false;
 }
 
 KIO_EXPORT ssize_t kio_readv(int fd, const struct iovec *iov, int iovcnt) noexcept {

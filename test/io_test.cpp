@@ -856,6 +856,10 @@ TEST(SocketErrors, InvalidArgumentsAreEinval) {
         EXPECT_EQ(kio_recvfrom(sv[0], nullptr, 10, 0, nullptr, nullptr), -EINVAL);
         EXPECT_EQ(kio_sendto(sv[0], nullptr, 10, 0, reinterpret_cast<sockaddr *>(&to), sizeof to), -EINVAL);
         EXPECT_EQ(kio_write(sv[0], nullptr, 0), 0);  // no bytes: as write(2)
+        char one[1];
+        iovec holes[2] = {{one, 1}, {nullptr, 4}};  // also inside a vector
+        EXPECT_EQ(kio_readv(sv[0], holes, 2), -EINVAL);
+        EXPECT_EQ(kio_writev(sv[0], holes, 2), -EINVAL);
     };
     null_buffers();
     // The same from a plain thread.
