@@ -28,7 +28,6 @@ struct Background {
     kio_cond stop_cv = KIO_COND_INIT;
     bool stop = false;
     int destroy_result = 0;
-    std::atomic<bool> stop_claimed{false};  // the one kio_runtime_stop
 };
 
 namespace {
@@ -91,8 +90,8 @@ KIO_EXPORT int kio_runtime_stop(kio_runtime *rth) noexcept {
     if (!rt || !rt->background) return -EINVAL;
     Worker *w = current_worker();
     if (w && w->rt == rt) return -EPERM;  // a fiber of rt would wait for itself
-    Background *bg = rt->background;
-    if (bg->stop_claimed.exchange(true, std::memory_order_acq_rel)) return -EINVAL;  // stopping already
+    if (rt->stop_claimed.exchange(true, std::memory_order_acq_rel)) return -EINVAL;  // stopping already
+    Background *bg = rt->background;  // ours now: only the claimant frees it
     // The lock must be taken even in a canceled task or under an expired
     // deadline scope (of another runtime's fiber): else the stop request
     // could race past the main fiber's check and be lost.

@@ -56,6 +56,10 @@ struct Runtime : kio_runtime {
     int dump_signal = 0;
     class Monitor *monitor = nullptr;  // thread for the stall watchdog and dump signal
     struct Background *background = nullptr;  // set for runtimes made by kio_runtime_start
+    // The one kio_runtime_stop that may proceed. In the Runtime, whose memory
+    // outlives it, not in the Background that the winner frees: a second
+    // caller racing the first must be able to lose without touching freed memory.
+    std::atomic<bool> stop_claimed{false};
     Runtime *debug_next = nullptr;     // the list of live runtimes for debuggers (debug.cpp)
 
     // The main fiber (on the thread's stack). Its Task comes from the task

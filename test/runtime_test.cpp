@@ -882,6 +882,30 @@ TEST(RuntimeStart, StopFromACanceledTaskWithAnExpiredDeadline) {
     }
 }
 
+// Two threads stop one runtime at once: exactly one stops it (0), the other
+// is told it is being stopped already (-EINVAL), and neither touches what the
+// winner frees (the loser's check lives in the runtime's own memory; ASan
+// watches the rest).
+TEST(RuntimeStart, ConcurrentStopsExactlyOneWins) {
+    for (int round = 0; round < 200 && !HasFailure(); round++) {
+        kio_runtime *rt = nullptr;
+        ASSERT_EQ(kio_runtime_start(nullptr, &rt), 0);
+        std::atomic<int> go{0};
+        int rc[2] = {1, 1};
+        std::vector<std::thread> stoppers;
+        for (int i = 0; i < 2; i++)
+            stoppers.emplace_back([&, i] {
+                go.fetch_add(1);
+                while (go.load() < 2) {
+                }
+                rc[i] = kio_runtime_stop(rt);
+            });
+        for (auto &th : stoppers) th.join();
+        EXPECT_TRUE((rc[0] == 0 && rc[1] == -EINVAL) || (rc[0] == -EINVAL && rc[1] == 0))
+            << "round " << round << ": " << rc[0] << ", " << rc[1];
+    }
+}
+
 TEST(RuntimeStart, Errors) {
     kio_options o;
     kio_options_init(&o);
