@@ -87,6 +87,14 @@ struct alignas(64) Task {
     char name[32] = {0};
     FiberSan san;
 
+    // While the slot is free in its TaskPool: the first task of each free
+    // batch (a qnext list) holds the next batch, its own last task and its
+    // length, so that a batch moves in and out in O(1) (walking a list of
+    // free slots is one cache miss per slot: they are cold by then).
+    Task *next_free_batch = nullptr;
+    Task *free_batch_tail = nullptr;
+    size_t free_batch_len = 0;
+
     bool cancel_pending() const {
         return cancel_requested.load(std::memory_order_acquire) &&
                !shielded.load(std::memory_order_relaxed);
@@ -111,9 +119,12 @@ class TaskPool {
     TaskPool &operator=(const TaskPool &) = delete;
 
     // Moves up to n free tasks into out (a linked list through qnext);
-    // allocates a slab when the free list is empty. Returns the count.
+    // allocates a slab when the free list is empty. Returns the count. Whole
+    // batches cost one look at their first task; only a batch split at n is
+    // walked (to n).
     size_t take(Task **out, size_t n);
-    // Returns a list of tasks (linked through qnext) to the pool.
+    // Returns a list of n tasks (linked through qnext, from head to tail) to
+    // the pool, as one batch.
     void give(Task *head, Task *tail, size_t n);
     // Calls f(task) for every task slot (live or free) under the pool lock.
     template <class F>
@@ -125,14 +136,17 @@ class TaskPool {
 
   private:
     static constexpr size_t kSlabTasks = 128;
+    static constexpr size_t kSlabBatch = 64;  // a new slab's tasks go free in batches of this size
     struct Slab {
         Slab *next;
         Task tasks[kSlabTasks];
     };
     static Slab *new_slab();  // a spare one (see task_pool.cpp) or a new one
+    bool add_slab_locked();
+    void push_batch_locked(Task *head, Task *tail, size_t n);
     std::mutex lock_;
     Slab *slabs_ = nullptr;
-    Task *free_ = nullptr;
+    Task *free_ = nullptr;  // the first free batch
 };
 
 // Decodes and validates a user handle; nullptr if it is not a live task.

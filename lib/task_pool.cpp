@@ -43,35 +43,59 @@ TaskPool::Slab *TaskPool::new_slab() {
     return mem ? new (mem) Slab : nullptr;
 }
 
+void TaskPool::push_batch_locked(Task *head, Task *tail, size_t n) {
+    tail->qnext = nullptr;
+    head->next_free_batch = free_;
+    head->free_batch_tail = tail;
+    head->free_batch_len = n;
+    free_ = head;
+}
+
+bool TaskPool::add_slab_locked() {
+    Slab *s = new_slab();
+    if (!s) return false;
+    s->next = slabs_;
+    slabs_ = s;
+    for (size_t i = 0; i < kSlabTasks; i += kSlabBatch) {
+        size_t end = i + kSlabBatch < kSlabTasks ? i + kSlabBatch : kSlabTasks;
+        for (size_t j = i; j + 1 < end; j++) s->tasks[j].qnext = &s->tasks[j + 1];
+        push_batch_locked(&s->tasks[i], &s->tasks[end - 1], end - i);
+    }
+    return true;
+}
+
 size_t TaskPool::take(Task **out, size_t n) {
     std::lock_guard<std::mutex> g(lock_);
-    if (!free_) {
-        Slab *s = new_slab();
-        if (!s) return 0;
-        s->next = slabs_;
-        slabs_ = s;
-        for (size_t i = kSlabTasks; i-- > 0;) {
-            s->tasks[i].qnext = free_;
-            free_ = &s->tasks[i];
-        }
-    }
-    Task *head = free_, *tail = nullptr;
+    Task *head = nullptr, **link = &head;
     size_t k = 0;
-    for (Task *t = free_; t && k < n; t = t->qnext) {
-        tail = t;
-        k++;
+    while (k < n) {
+        if (!free_ && (k || !add_slab_locked())) break;  // a new slab only when empty-handed
+        Task *b = free_, *last = b->free_batch_tail;
+        size_t len = b->free_batch_len;
+        if (k + len <= n) {
+            free_ = b->next_free_batch;
+        } else {  // split: the first n - k go, the rest stays a batch
+            len = n - k;
+            last = b;
+            for (size_t i = 1; i < len; i++) last = last->qnext;
+            Task *rest = last->qnext;
+            rest->next_free_batch = b->next_free_batch;
+            rest->free_batch_tail = b->free_batch_tail;
+            rest->free_batch_len = b->free_batch_len - len;
+            free_ = rest;
+            last->qnext = nullptr;
+        }
+        *link = b;
+        link = &last->qnext;
+        k += len;
     }
-    free_ = tail->qnext;
-    tail->qnext = nullptr;
     *out = head;
     return k;
 }
 
 void TaskPool::give(Task *head, Task *tail, size_t n) {
-    (void)n;
     std::lock_guard<std::mutex> g(lock_);
-    tail->qnext = free_;
-    free_ = head;
+    push_batch_locked(head, tail, n);
 }
 
 }  // namespace kio

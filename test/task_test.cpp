@@ -115,6 +115,53 @@ TEST(Task, SpawnWithNullRuntimeFromPlainThreadIsEperm) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// Task slots go back to the runtime's pool one at a time from plain threads
+// and in batches from workers, and come out again in batches: while plain
+// threads churn through spawn and await, fibers keep 2,000 tasks alive at
+// once, and every one must have a slot of its own (a slot handed out twice
+// would mix up two tasks' handles and results).
+TEST(Task, SlotsRecycledByPlainThreadsAndWorkersStayDistinct) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    kio_runtime *r = rt.get();
+    std::atomic<bool> stop{false};
+    std::atomic<int> plain_bad{0}, plain_done{0};
+    std::vector<std::thread> churn;
+    for (int i = 0; i < 2; i++)
+        churn.emplace_back([&, i] {
+            for (intptr_t k = 0; !stop.load(); k++) {
+                kio_task *t = nullptr;
+                void *res = nullptr;
+                if (kio_spawn(r, ret_arg_plus_one, iv(i * 1000000 + k), &t) != 0 || kio_await(t, &res) != 0 ||
+                    vi(res) != i * 1000000 + k + 1)
+                    plain_bad++;
+                plain_done++;
+            }
+        });
+    constexpr int kLive = 2000;
+    uint64_t give_up = kio_now() + 20 * kSec;
+    for (int round = 0; (round < 20 || plain_done.load() < 20000) && kio_now() < give_up && !HasFailure();
+         round++) {
+        std::vector<kio_task *> ts(kLive);
+        std::atomic<int> go{0};
+        for (int i = 0; i < kLive; i++)
+            ts[i] = kt::spawn([&go, i] {
+                while (!go.load()) kio_sleep(100 * kUs);
+                return intptr_t(i) * 7 + 3;
+            });
+        std::set<kio_task *> distinct(ts.begin(), ts.end());
+        EXPECT_EQ(distinct.size(), size_t(kLive)) << "round " << round;
+        kio_sleep(kMs);  // they run and park, on both workers
+        go = 1;
+        for (int i = 0; i < kLive; i++) EXPECT_EQ(kt::await_ok(ts[i]), intptr_t(i) * 7 + 3) << "round " << round;
+    }
+    stop = true;
+    for (auto &th : churn) th.join();
+    EXPECT_EQ(plain_bad.load(), 0);
+    EXPECT_GE(plain_done.load(), 20000);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(Task, SpawnedTaskDoesNotRunBeforeCallerParks) {
     kt::Rt rt(1);
     ASSERT_EQ(rt.rc(), 0);
