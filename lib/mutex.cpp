@@ -264,12 +264,17 @@ uintptr_t clear_bits(M *m, uintptr_t bits) {
     }
 }
 
-// Gives kWoken up without parking (a canceled waiter leaving).
+// If the mutex is free with waiters queued, serves them now (held by nobody
+// meanwhile: identity 0).
+void serve_if_free(M *m) {
+    if ((m->state.load(std::memory_order_relaxed) & M::kQueued) && try_acquire(m, 0)) serve_waiters(m);
+}
+
+// Gives kWoken up without parking (a canceled waiter leaving): an unlock
+// that saw kWoken woke nobody.
 void drop_woken(M *m) {
-    uintptr_t s = clear_bits(m, M::kWoken);
-    // An unlock that saw kWoken woke nobody: if the mutex is free with
-    // waiters queued, serve them now (held by nobody meanwhile: identity 0).
-    if ((s & M::kQueued) && try_acquire(m, 0)) serve_waiters(m);
+    clear_bits(m, M::kWoken);
+    serve_if_free(m);
 }
 
 }  // namespace
@@ -305,7 +310,11 @@ KIO_NOINLINE int mutex_lock_contended(M *m, Task *self, uintptr_t me, bool cance
         if (r != kRetry && r != kRetryFree) return r;  // -ECANCELED
         woken = r == kRetry;  // woken by unlock: kWoken was set for us
         if (cancelable && self && self->cancel_pending()) {
+            // Leaving, the wakeup we stood for must reach the next waiter:
+            // kWoken, or an unlock that skipped the queue because we held
+            // kWoken (given up when the park found the mutex free).
             if (woken) drop_woken(m);
+            else if (r == kRetryFree) serve_if_free(m);
             return -ECANCELED;
         }
         front = true;

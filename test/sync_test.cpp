@@ -317,6 +317,92 @@ TEST(Mutex, UnlockHandsOwnershipToWaiterParkedBehindARunningHolder) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// A locker canceled while it parks must not strand the queue. Plain thread
+// H holds m and plain thread W is queued on it; fiber S locks m, spins (a
+// spinner stands in for the woken waiter, so an unlock meanwhile wakes
+// nobody) and parks; H unlocks around that park, and fiber X, woken by H at
+// the same moment, cancels S right after it parks. If the park found m free,
+// S returns -ECANCELED; then S must serve W, which no unlock woke. Before
+// the fix about 1 round in 25 left m free and W blocked. The state word is
+// read only to time the unlock: bit 2 = waiters queued, bit 8 = a spinner
+// stands in for the woken waiter (lib/sync.h).
+TEST(Mutex, LockerCanceledAsItParksStillServesTheQueue) {
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    struct Shared {
+        kio_mutex m = KIO_MUTEX_INIT, m2 = KIO_MUTEX_INIT;
+        kio_cond c2 = KIO_COND_INIT;
+        std::atomic<int> w_go{0}, w_done{0}, x_waiting{0}, lost{0}, rounds{0};
+        std::atomic<bool> stop{false};
+        std::atomic<kio_task *> s_task{nullptr};
+        uintptr_t state() { return __atomic_load_n(&m.opaque_[0], __ATOMIC_ACQUIRE); }
+    } sh;
+    kio_runtime *r = rt.get();
+    std::thread w([&] {
+        for (;;) {
+            while (!sh.w_go.load())
+                if (sh.stop.load()) return;
+            sh.w_go = 0;
+            if (kio_mutex_lock(&sh.m) == 0) kio_mutex_unlock(&sh.m);
+            sh.w_done = 1;
+        }
+    });
+    std::thread h([&] {
+        unsigned seed = 7;
+        uint64_t end = kio_now() + 10 * kSec;
+        for (int i = 0; i < 500 && kio_now() < end && !sh.lost.load(); i++) {
+            uint64_t d_unlock = 500 + rand_r(&seed) % 3000;
+            sh.w_done = 0;
+            sh.x_waiting = 0;
+            kio_task *x = kt::spawn([&sh] {
+                kio_mutex_lock(&sh.m2);
+                sh.x_waiting = 1;
+                kio_cond_wait(&sh.c2, &sh.m2);
+                kio_mutex_unlock(&sh.m2);
+                kio_cancel_request(sh.s_task.load());
+                return intptr_t(0);
+            }, r);
+            while (!sh.x_waiting.load()) std::this_thread::yield();
+            kio_mutex_lock(&sh.m2);  // X is parked in its wait once we get m2
+            kio_mutex_unlock(&sh.m2);
+            kio_mutex_lock(&sh.m);
+            sh.w_go = 1;
+            while (!(sh.state() & 2)) {  // W is queued
+            }
+            kio_task *s = kt::spawn([&sh] {
+                int e = kio_mutex_lock(&sh.m);
+                if (e == 0) kio_mutex_unlock(&sh.m);
+                return intptr_t(e);
+            }, r);
+            sh.s_task = s;
+            uint64_t until = kio_now() + 50 * kMs;
+            while (!(sh.state() & 8) && kio_now() < until) {  // S spins
+            }
+            kio_cond_signal(&sh.c2);  // X runs when S parks
+            for (uint64_t e = kio_now() + d_unlock; kio_now() < e;) {
+            }
+            kio_mutex_unlock(&sh.m);
+            kt::await_ok(s);
+            kt::await_ok(x);
+            until = kio_now() + 2 * kSec;
+            while (!sh.w_done.load() && kio_now() < until) std::this_thread::yield();
+            if (!sh.w_done.load()) {
+                sh.lost++;
+                ADD_FAILURE() << "round " << i << ": W still blocked 2 s after the unlock";
+                if (kio_mutex_trylock(&sh.m) == 0) kio_mutex_unlock(&sh.m);  // serves W
+                while (!sh.w_done.load()) std::this_thread::yield();
+            }
+            sh.rounds++;
+        }
+        sh.stop = true;
+    });
+    while (!sh.stop.load()) kio_sleep(kMs);
+    h.join();
+    w.join();
+    EXPECT_EQ(sh.lost.load(), 0) << "after " << sh.rounds.load() << " rounds";
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 // ---------------------------------------------------------------------------
 // Mutex: not tied to a runtime
 
