@@ -80,8 +80,12 @@ int parse_backend(const char *name, Backend *out) {
 // a plain thread's spawn counts its task before it ends its outside call, so
 // a 0 seen here makes that task visible to live_tasks(); a spawn that
 // registers later sees shutting_down and is refused.
+// outside_calls is read again after: an outside wakeup (ready_from_outside)
+// counts itself before its task can run, so once that task is seen retired,
+// the second read sees the wakeup's call until it is over.
 bool all_done(Runtime *rt) {
-    return rt->outside_calls.load(std::memory_order_seq_cst) == 0 && rt->live_tasks() == 0;
+    return rt->outside_calls.load(std::memory_order_seq_cst) == 0 && rt->live_tasks() == 0 &&
+           rt->outside_calls.load(std::memory_order_seq_cst) == 0;
 }
 
 // Waits until every task has been recycled, canceling again each round (a

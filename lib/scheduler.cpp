@@ -172,14 +172,15 @@ void wake_worker(Worker *w) {
         w->poller.wake();
 }
 
-void ready(Task *t) {
-    Runtime *rt = t->rt;
+namespace {
+
+// w: the caller's worker (nullptr on a plain thread).
+inline void make_ready(Runtime *rt, Worker *w, Task *t) {
     if (t->home) {  // pinned: only its own worker may run it
         t->home->inbox.push(t);
-        if (t->home != current_worker_fast()) wake_worker(t->home);
+        if (t->home != w) wake_worker(t->home);
         return;
     }
-    Worker *w = current_worker_fast();
     if (KIO_UNLIKELY(rt->debug_migrate) && migrate_elsewhere(rt, w, t)) return;
     if (w && w->rt == rt) {
         push_ready(w, t);
@@ -188,6 +189,26 @@ void ready(Task *t) {
         rt->inject.push(t);
     }
     notify(rt);
+}
+
+// A wakeup from outside rt (a plain thread's signal or unlock, another
+// runtime's fiber) still touches rt after queuing t (notify reads its
+// workers, rings a doorbell), and t may run, finish and let destroy free rt
+// meanwhile: it counts as an outside call, which destroy waits out. Counted
+// before t is queued, so while t is still parked (rt cannot be gone yet).
+KIO_NOINLINE void ready_from_outside(Runtime *rt, Worker *w, Task *t) {
+    rt->outside_calls.fetch_add(1, std::memory_order_seq_cst);
+    make_ready(rt, w, t);
+    rt->outside_calls.fetch_sub(1, std::memory_order_release);
+}
+
+}  // namespace
+
+void ready(Task *t) {
+    Runtime *rt = t->rt;
+    Worker *w = current_worker_fast();
+    if (KIO_UNLIKELY(!w || w->rt != rt)) ready_from_outside(rt, w, t);
+    else make_ready(rt, w, t);
 }
 
 void submit_new(Runtime *rt, Task *t) {

@@ -366,6 +366,7 @@ KIO_EXPORT int kio_cancel(kio_task *h, void **result) noexcept {
 KIO_EXPORT int kio_cancel_request(kio_task *h) noexcept {
     Task *t = from_handle(h);
     if (!t) return -EINVAL;
+    OutsideCall outside(t);  // the wakeup and the last release touch t's runtime
     // Another caller may consume the handle meanwhile (an await or cancel in
     // progress is allowed), and the slot may then be reused by a new task:
     // hold a reference while requesting, and check again that the handle
@@ -384,6 +385,7 @@ KIO_EXPORT int kio_cancel_request(kio_task *h) noexcept {
 KIO_EXPORT int kio_detach(kio_task *h) noexcept {
     Task *t = from_handle(h);
     if (!t) return -EINVAL;
+    OutsideCall outside(t);  // the last release returns t to its runtime's pool
     uint32_t s = Task::kLive;
     if (!t->handle.compare_exchange_strong(s, Task::kDetached, std::memory_order_acq_rel))
         return s == Task::kClaimed ? -EBUSY : -EINVAL;
