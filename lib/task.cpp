@@ -450,8 +450,12 @@ KIO_EXPORT int kio_select(kio_task *const *handles, size_t count, size_t *index)
     // Held, a finished task stays finished. The references are dropped
     // inside the OutsideCall: dropping the last returns a task to its
     // runtime's pool, which destroy must not have freed yet.
+    // Tasks of another runtime than the first one's count as outside calls
+    // on theirs, one per task (select across runtimes is rare).
     OutsideCall outside;
     Worker *cw = current_worker_at_entry();
+    Runtime *first_rt = nullptr;
+    auto outside_other = [&](Runtime *trt) { return trt != first_rt && !(cw && cw->rt == trt); };
     size_t held = 0;
     for (size_t i = 0; i < count && !r; i++) {
         Task *t = from_handle(handles[i]);
@@ -459,7 +463,12 @@ KIO_EXPORT int kio_select(kio_task *const *handles, size_t count, size_t *index)
             r = -EINVAL;
             break;
         }
-        if (!held) outside.enter(t->rt, cw);
+        if (!held) {
+            first_rt = t->rt;
+            outside.enter(first_rt, cw);
+        } else if (outside_other(t->rt)) {
+            t->rt->outside_calls.fetch_add(1, std::memory_order_seq_cst);
+        }
         tasks[i] = t;
         held = i + 1;
         uint32_t s = t->handle.load(std::memory_order_acquire);
@@ -487,7 +496,11 @@ KIO_EXPORT int kio_select(kio_task *const *handles, size_t count, size_t *index)
             }
         }
     }
-    for (size_t i = 0; i < held; i++) release_task(tasks[i]);
+    for (size_t i = 0; i < held; i++) {
+        Runtime *trt = tasks[i]->rt;  // read while held
+        release_task(tasks[i]);
+        if (i > 0 && outside_other(trt)) trt->outside_calls.fetch_sub(1, std::memory_order_acq_rel);
+    }
     outside.leave();
     if (count > kInline) {
         std::free(tasks);

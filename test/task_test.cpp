@@ -1366,6 +1366,33 @@ TEST(Select, FromPlainThreadBlocks) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// One select over tasks of two runtimes: a task of the other runtime wakes
+// it, and that runtime stops cleanly once the select is over.
+TEST(Select, TasksOfTwoRuntimes) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    kio_runtime *other = nullptr;
+    ASSERT_EQ(kio_runtime_start(nullptr, &other), 0);
+    std::atomic<int> release{0};
+    kio_task *ts[2];
+    ts[0] = kt::spawn([&] { return block_until(release, 1); });
+    ts[1] = kt::spawn(
+        [] {
+            kio_sleep(10 * kMs);
+            return intptr_t(2);
+        },
+        other);
+    ASSERT_NE(ts[1], nullptr);
+    size_t idx = 99;
+    EXPECT_EQ(kio_select(ts, 2, &idx), 0);
+    EXPECT_EQ(idx, 1u);
+    EXPECT_EQ(kt::await_ok(ts[1]), 2);
+    EXPECT_EQ(kio_runtime_stop(other), 0);
+    release = 1;
+    EXPECT_EQ(kt::await_ok(ts[0]), 1);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 // ---------------------------------------------------------------------------
 // Plain threads driving tasks
 
