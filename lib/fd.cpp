@@ -26,6 +26,7 @@ struct FdWait {
     Direction dir;
     bool both;
     FdSeq seen;
+    uint32_t closes;  // fd_closes when the caller's call began
     WaitNode *nodes;  // [dir] (and [1 - dir] when both)
 };
 
@@ -36,7 +37,9 @@ void publish_fd_wait(Waiter *w, void *arg) {
     auto *a = static_cast<FdWait *>(arg);
     FdState *st = a->st;
     LockGuard<SpinLock> g(st->lock);
-    if (st->closed.load(std::memory_order_relaxed)) {
+    // Closed, or closed and the number reused already (the new descriptor's
+    // events are not the caller's).
+    if (st->closed.load(std::memory_order_relaxed) || st->close_count.load(std::memory_order_relaxed) != a->closes) {
         claim(w, -EBADF);
         return;
     }
@@ -137,11 +140,11 @@ bool fd_reopen_if_reused(FdState *st) {
     return true;
 }
 
-int fd_wait(FdState *st, Direction dir, uint64_t deadline, FdSeq seen, bool both) {
+int fd_wait(FdState *st, Direction dir, uint64_t deadline, FdSeq seen, uint32_t closes, bool both) {
     Waiter w;
     WaitNode nodes[2];
     nodes[0].waiter = nodes[1].waiter = &w;
-    FdWait a{st, dir, both, seen, nodes};
+    FdWait a{st, dir, both, seen, closes, nodes};
     int r = wait_on(&w, publish_fd_wait, &a, deadline, true, KIO_PARK_IO, st, both ? 2 : dir);
     unlink_if_linked(st->lock, list_of(st, dir), &nodes[0]);
     if (both) unlink_if_linked(st->lock, list_of(st, Direction(1 - dir)), &nodes[1]);
@@ -201,11 +204,19 @@ void fd_forget_runtime(Runtime *rt) {
         if (!chunk) continue;
         for (int i = 0; i < kChunkSize; i++) {
             FdState *st = &chunk[i];
-            LockGuard<SpinLock> g(st->lock);
-            if (st->registered && st->registered->rt == rt) {
+            Waiter *in = nullptr, *out = nullptr;
+            {
+                LockGuard<SpinLock> g(st->lock);
+                if (!st->registered || st->registered->rt != rt) continue;
                 st->registered->poller.remove(st->fd);
                 st->registered = nullptr;
+                // Fibers of other runtimes waiting on it (rt's own are gone)
+                // retry, and the next wait registers on a live worker.
+                in = claim_all(st->readers, false, 0);
+                out = claim_all(st->writers, false, 0);
             }
+            wake_chain(in);
+            wake_chain(out);
         }
     }
 }

@@ -95,10 +95,11 @@ void fd_note_read(FdState *st, uint32_t seen_in, long r, size_t len);
 
 // Parks the calling fiber until fd is ready in direction dir (or both, when
 // `both`) after `seen`, the deadline passes, the task is canceled, or the
-// descriptor is closed with kio_close. Returns 0 (ready: retry the
-// operation), -ETIMEDOUT, -ECANCELED, -EBADF, or the errno of a failed
+// descriptor is closed with kio_close (also before the park: since
+// `closes`, fd_closes when the caller's call began). Returns 0 (ready: retry
+// the operation), -ETIMEDOUT, -ECANCELED, -EBADF, or the errno of a failed
 // registration.
-int fd_wait(FdState *st, Direction dir, uint64_t deadline, FdSeq seen, bool both = false);
+int fd_wait(FdState *st, Direction dir, uint64_t deadline, FdSeq seen, uint32_t closes, bool both = false);
 
 // kio_close's steps around close(2): wake and mark closed (returns whom to
 // wake), then say close(2) returned.
@@ -109,7 +110,8 @@ void fd_closed(FdState *st);
 void fd_dispatch(Worker *w, const PollEvent *events, int n);
 
 
-// Forgets registrations held by the workers of rt (its pollers are closing).
+// Forgets registrations held by the workers of rt (its pollers are closing);
+// other runtimes' fibers waiting on those descriptors retry.
 void fd_forget_runtime(Runtime *rt);
 
 }  // namespace kio

@@ -108,7 +108,7 @@ FdState *prepare(int fd, int *err) {
 // `closes` (fd_closes when the call began): a fiber that readiness woke may
 // run only after a close, when the number can name another file already.
 int wait_ready(FdState *st, Direction dir, uint64_t deadline, FdSeq seen, uint32_t closes, bool both = false) {
-    if (int w = fd_wait(st, dir, deadline, seen, both)) return w;
+    if (int w = fd_wait(st, dir, deadline, seen, closes, both)) return w;
     return fd_closes(st) != closes ? -EBADF : 0;
 }
 

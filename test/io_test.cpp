@@ -1716,6 +1716,41 @@ TEST(SocketPlainThread, DeadlineDoesNotDelayCallsThatFailAtOnce) {
     }).join();
 }
 
+// Fibers of two runtimes wait on one pipe; the registration is held by the
+// worker of the first to wait. Stopping that runtime must not strand the
+// other's fiber: it retries and registers on its own worker.
+TEST(FdShared, FiberOfAnotherRuntimeStillWakesAfterTheRegisteringRuntimeStops) {
+    int p[2];
+    ASSERT_EQ(pipe(p), 0);
+    kio_runtime *a = nullptr, *b = nullptr;
+    ASSERT_EQ(kio_runtime_start(nullptr, &a), 0);
+    ASSERT_EQ(kio_runtime_start(nullptr, &b), 0);
+    std::atomic<int> started{0};
+    int rfd = p[0];
+    kio_task *ta = kt::spawn([&started, rfd] {
+        char c;
+        started++;
+        return intptr_t(kio_read(rfd, &c, 1));
+    }, a);
+    while (started.load() < 1) usleep(1000);
+    usleep(50 * 1000);  // a's fiber is parked: a's worker holds the registration
+    kio_task *tb = kt::spawn([&started, rfd] {
+        kio_deadline_set(kio_now() + 5 * kSec);  // bounds the failure mode
+        char c;
+        started++;
+        return intptr_t(kio_read(rfd, &c, 1));
+    }, b);
+    while (started.load() < 2) usleep(1000);
+    usleep(50 * 1000);
+    EXPECT_EQ(kt::cancel_ok(ta), -ECANCELED);
+    EXPECT_EQ(kio_runtime_stop(a), 0);
+    ASSERT_EQ(write(p[1], "x", 1), 1);
+    EXPECT_EQ(kt::await_ok(tb), 1);
+    EXPECT_EQ(kio_runtime_stop(b), 0);
+    kio_close(p[0]);
+    kio_close(p[1]);
+}
+
 // A fiber that readiness woke, but that has not run yet when another fiber
 // closes its descriptor and the number is handed out again, gets -EBADF: it
 // must not read from the new socket. One worker, so the order is set: the
