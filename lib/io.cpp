@@ -316,8 +316,17 @@ KIO_EXPORT int kio_connect(int fd, const struct sockaddr *addr, socklen_t addrle
     if (!self) {
         ThreadFd t;
         if (int e = thread_enter(fd, &t)) return e;
-        if (::connect(fd, addr, addrlen) == 0) return 0;
-        if (errno != EINPROGRESS && errno != EINTR) return -errno;
+        int r, e;
+        {
+            // Counted while in the call: on a blocking socket connect(2)
+            // sleeps until the handshake ends, and kio_close must wake it.
+            ThreadCount count(t.st);
+            r = ::connect(fd, addr, addrlen);
+            e = errno;
+        }
+        if (closed_since(t)) return -EBADF;
+        if (r == 0) return 0;
+        if (e != EINPROGRESS && e != EINTR) return -e;
         int w = thread_wait(fd, t, POLLOUT, scope_deadline());
         if (w < 0) return w;
     } else {

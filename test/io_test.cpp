@@ -1699,6 +1699,48 @@ TEST(SocketPlainThread, CloseWakesAPlainThreadInsideABlockingRead) {
     close(sv[1]);
 }
 
+// A plain thread inside a blocking connect(2) (a listener whose accept queue
+// is full drops the handshake: it would retry for minutes) is woken by
+// kio_close with -EBADF.
+TEST(SocketPlainThread, CloseWakesAPlainThreadInsideABlockingConnect) {
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(l, 0);
+    sockaddr_in a = loop4(0);
+    ASSERT_EQ(bind(l, reinterpret_cast<sockaddr *>(&a), sizeof a), 0);
+    ASSERT_EQ(listen(l, 0), 0);
+    a = loop4(local_port(l));
+    std::vector<int> fill;
+    for (int i = 0; i < 4; i++) {  // never accepted: the queue stays full
+        int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        ASSERT_GE(c, 0);
+        (void)connect(c, reinterpret_cast<sockaddr *>(&a), sizeof a);
+        fill.push_back(c);
+        usleep(20 * 1000);
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // blocking
+    ASSERT_GE(fd, 0);
+    std::atomic<int> r{1}, done{0};
+    std::thread th([&] {
+        r = kio_connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a);
+        done = 1;
+    });
+    usleep(300 * 1000);
+    ASSERT_EQ(done.load(), 0) << "connect returned " << r.load() << " before the close: the setup proves nothing";
+    int keep = dup(fd);
+    uint64_t t0 = kio_now();
+    EXPECT_EQ(kio_close(fd), 0);
+    // Safety net if the close does not wake it: a shutdown does (through a
+    // duplicate, which outlives the close).
+    Later rescue(3000 * kMs, [&] { (void)shutdown(keep, SHUT_RDWR); });
+    th.join();
+    rescue.cancel();
+    EXPECT_EQ(r.load(), -EBADF);
+    EXPECT_LT(kt::since(t0), 1000 * kMs);
+    close(keep);
+    for (int c : fill) close(c);
+    close(l);
+}
+
 // Under a deadline, a plain thread's call that cannot succeed fails at once
 // instead of waiting out the deadline for readiness.
 TEST(SocketPlainThread, DeadlineDoesNotDelayCallsThatFailAtOnce) {
