@@ -393,8 +393,8 @@ KIO_API uint64_t kio_deadline_get(void) KIO_NOEXCEPT;
  * waiting on the same descriptor and direction share one registration. The
  * descriptor is switched to non-blocking mode on first use. On a plain thread
  * the call blocks the thread and the descriptor keeps its mode (a deadline
- * bounds its wait for readiness, not a connect or a large write on a
- * descriptor in blocking mode: docs/api.md).
+ * bounds it on sockets, which are then called with MSG_DONTWAIT, but not a
+ * connect or an accept on a blocking socket: docs/api.md).
  *
  * All of them are cancellation points and honour the deadline (-ETIMEDOUT).
  * Errors besides the system call's own: -EBADF (invalid or closed with
@@ -440,7 +440,8 @@ KIO_API int kio_socket(int domain, int type, int protocol) KIO_NOEXCEPT;
  * it, then closes it. Plain threads blocked on a socket in a kio call (in its
  * wait or in the system call) are woken too with -EBADF (the socket is shut
  * down first, and kio_close waits, at most 1 s, until they have stopped
- * waiting). Returns 0 or the error of
+ * waiting; not on sockets without shutdown(2), such as netlink, nor on
+ * pipes). Returns 0 or the error of
  * close(2). Use it instead of close(2) for descriptors used with kio: a
  * descriptor closed behind kio's back keeps stale state until a kio call
  * creates a descriptor with that number again. Not a cancellation point. */

@@ -112,10 +112,30 @@ int wait_ready(FdState *st, Direction dir, uint64_t deadline, FdSeq seen, uint32
     return fd_closes(st) != closes ? -EBADF : 0;
 }
 
-// Runs op() until it stops failing with EAGAIN/EINTR, parking on direction
-// dir in between. op returns the system call's result (errno set on -1).
-// read_len > 0: op is a plain read of that many bytes, which may skip the
-// system call while the descriptor is drained (fd.h).
+// Writes to a socket whose peer is gone must fail with -EPIPE, not raise
+// SIGPIPE in the whole process: sockets get send/sendmsg with MSG_NOSIGNAL.
+bool is_socket(int fd) {
+    FdState *st = fd_state(fd);
+    if (!st) return false;
+    int k = st->is_socket.load(std::memory_order_relaxed);
+    if (KIO_UNLIKELY(k < 0)) {
+        struct stat sb;
+        // A number that is not open says nothing about the descriptor that
+        // gets it next: cache only what fstat saw.
+        if (fstat(fd, &sb) != 0) return false;
+        k = S_ISSOCK(sb.st_mode);
+        st->is_socket.store(k, std::memory_order_relaxed);
+    }
+    return k;
+}
+
+// Runs op(extra) until it stops failing with EAGAIN/EINTR, parking on
+// direction dir in between. op returns the system call's result (errno set on
+// -1); extra is 0, or MSG_DONTWAIT for a plain thread's call on a blocking
+// socket under a deadline (another thread may take what poll(2) reported, and
+// a blocking call would then outlast the deadline): socket calls add it to
+// their flags. read_len > 0: op is a plain read of that many bytes, which may
+// skip the system call while the descriptor is drained (fd.h).
 template <class Op>
 long io_loop(int fd, Direction dir, Op op, size_t read_len = 0) {
     Task *self = current_task();
@@ -130,10 +150,12 @@ long io_loop(int fd, Direction dir, Op op, size_t read_len = 0) {
         // first (the call must not outlast the deadline); a non-blocking one
         // is tried first, so that a call that cannot succeed fails at once.
         bool wait_first = false;
+        int extra = 0;
         if (deadline) {
             int fl = fcntl(fd, F_GETFL);
             if (fl < 0) return -errno;
             wait_first = !(fl & O_NONBLOCK);
+            if (wait_first && is_socket(fd)) extra = MSG_DONTWAIT;
         }
         for (;;) {
             if (wait_first) {
@@ -147,7 +169,7 @@ long io_loop(int fd, Direction dir, Op op, size_t read_len = 0) {
                 // Counted while in the call too: on a blocking descriptor it
                 // may sleep in the kernel, and kio_close must wake it.
                 ThreadCount count(t.st);
-                r = op();
+                r = op(extra);
                 e = errno;
             }
             // An end of file or error after a kio_close is its shutdown.
@@ -172,7 +194,7 @@ long io_loop(int fd, Direction dir, Op op, size_t read_len = 0) {
             if (int w = wait_ready(st, kIn, 0, seen, closes)) return w;
             continue;
         }
-        long r = op();
+        long r = op(0);
         if (r >= 0) {
             if (read_len) fd_note_read(st, seen.in, r, read_len);
             return r;
@@ -188,30 +210,14 @@ long io_loop(int fd, Direction dir, Op op, size_t read_len = 0) {
 
 KIO_EXPORT ssize_t kio_read(int fd, void *buf, size_t len) noexcept {
     if (null_buf(buf, len)) return -EINVAL;
-    return io_loop(fd, kIn, [&] { return ::read(fd, buf, len); }, len);
-}
-
-// Writes to a socket whose peer is gone must fail with -EPIPE, not raise
-// SIGPIPE in the whole process: sockets get send/sendmsg with MSG_NOSIGNAL.
-static bool is_socket(int fd) {
-    FdState *st = fd_state(fd);
-    if (!st) return false;
-    int k = st->is_socket.load(std::memory_order_relaxed);
-    if (KIO_UNLIKELY(k < 0)) {
-        struct stat sb;
-        // A number that is not open says nothing about the descriptor that
-        // gets it next: cache only what fstat saw.
-        if (fstat(fd, &sb) != 0) return false;
-        k = S_ISSOCK(sb.st_mode);
-        st->is_socket.store(k, std::memory_order_relaxed);
-    }
-    return k;
+    return io_loop(fd, kIn, [&](int extra) { return extra ? ::recv(fd, buf, len, extra) : ::read(fd, buf, len); },
+                   len);
 }
 
 KIO_EXPORT ssize_t kio_write(int fd, const void *buf, size_t len) noexcept {
     if (null_buf(buf, len)) return -EINVAL;
-    return io_loop(fd, kOut, [&] {
-        return is_socket(fd) ? ::send(fd, buf, len, MSG_NOSIGNAL) : ::write(fd, buf, len);
+    return io_loop(fd, kOut, [&](int extra) {
+        return is_socket(fd) ? ::send(fd, buf, len, MSG_NOSIGNAL | extra) : ::write(fd, buf, len);
     });
 }
 
@@ -230,58 +236,64 @@ KIO_EXPORT ssize_t kio_readv(int fd, const struct iovec *iov, int iovcnt) noexce
     if (bad_iov(iov, iovcnt)) return -EINVAL;
     size_t len = 0;
     for (int i = 0; i < iovcnt; i++) len += iov[i].iov_len;
-    return io_loop(fd, kIn, [&] { return ::readv(fd, iov, iovcnt); }, len);
+    return io_loop(fd, kIn, [&](int extra) -> long {
+        if (!extra) return ::readv(fd, iov, iovcnt);
+        msghdr m{};
+        m.msg_iov = const_cast<iovec *>(iov);
+        m.msg_iovlen = size_t(iovcnt);
+        return ::recvmsg(fd, &m, extra);
+    }, len);
 }
 
 KIO_EXPORT ssize_t kio_writev(int fd, const struct iovec *iov, int iovcnt) noexcept {
     if (bad_iov(iov, iovcnt)) return -EINVAL;
-    return io_loop(fd, kOut, [&]() -> long {
+    return io_loop(fd, kOut, [&](int extra) -> long {
         if (!is_socket(fd)) return ::writev(fd, iov, iovcnt);
         msghdr m{};
         m.msg_iov = const_cast<iovec *>(iov);
         m.msg_iovlen = size_t(iovcnt);
-        return ::sendmsg(fd, &m, MSG_NOSIGNAL);
+        return ::sendmsg(fd, &m, MSG_NOSIGNAL | extra);
     });
 }
 
 KIO_EXPORT ssize_t kio_recv(int fd, void *buf, size_t len, int flags) noexcept {
     if (null_buf(buf, len)) return -EINVAL;
     // Only a plain receive says the queue is empty when it comes back short.
-    return io_loop(fd, kIn, [&] { return ::recv(fd, buf, len, flags); }, flags ? 0 : len);
+    return io_loop(fd, kIn, [&](int extra) { return ::recv(fd, buf, len, flags | extra); }, flags ? 0 : len);
 }
 
 KIO_EXPORT ssize_t kio_send(int fd, const void *buf, size_t len, int flags) noexcept {
     if (null_buf(buf, len)) return -EINVAL;
-    return io_loop(fd, kOut, [&] { return ::send(fd, buf, len, flags | MSG_NOSIGNAL); });
+    return io_loop(fd, kOut, [&](int extra) { return ::send(fd, buf, len, flags | MSG_NOSIGNAL | extra); });
 }
 
 KIO_EXPORT ssize_t kio_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
                                 socklen_t *addrlen) noexcept {
     if (null_buf(buf, len)) return -EINVAL;
-    return io_loop(fd, kIn, [&] { return ::recvfrom(fd, buf, len, flags, addr, addrlen); });
+    return io_loop(fd, kIn, [&](int extra) { return ::recvfrom(fd, buf, len, flags | extra, addr, addrlen); });
 }
 
 KIO_EXPORT ssize_t kio_sendto(int fd, const void *buf, size_t len, int flags,
                               const struct sockaddr *addr, socklen_t addrlen) noexcept {
     if (null_buf(buf, len)) return -EINVAL;
     return io_loop(fd, kOut,
-                   [&] { return ::sendto(fd, buf, len, flags | MSG_NOSIGNAL, addr, addrlen); });
+                   [&](int extra) { return ::sendto(fd, buf, len, flags | MSG_NOSIGNAL | extra, addr, addrlen); });
 }
 
 KIO_EXPORT ssize_t kio_recvmsg(int fd, struct msghdr *msg, int flags) noexcept {
     if (!msg) return -EINVAL;
-    return io_loop(fd, kIn, [&] { return ::recvmsg(fd, msg, flags); });
+    return io_loop(fd, kIn, [&](int extra) { return ::recvmsg(fd, msg, flags | extra); });
 }
 
 KIO_EXPORT ssize_t kio_sendmsg(int fd, const struct msghdr *msg, int flags) noexcept {
     if (!msg) return -EINVAL;
-    return io_loop(fd, kOut, [&] { return ::sendmsg(fd, msg, flags | MSG_NOSIGNAL); });
+    return io_loop(fd, kOut, [&](int extra) { return ::sendmsg(fd, msg, flags | MSG_NOSIGNAL | extra); });
 }
 
 #if defined(SOCK_NONBLOCK)
 KIO_EXPORT int kio_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags) noexcept {
     if (flags & ~(SOCK_CLOEXEC | SOCK_NONBLOCK)) return -EINVAL;
-    long r = io_loop(fd, kIn, [&] { return long(::accept4(fd, addr, addrlen, flags | SOCK_NONBLOCK)); });
+    long r = io_loop(fd, kIn, [&](int) { return long(::accept4(fd, addr, addrlen, flags | SOCK_NONBLOCK)); });
     if (r >= 0) fd_fresh(int(r), true, 1);
     return int(r);
 }
@@ -305,7 +317,7 @@ static int setup_socket(int fd) {
 
 KIO_EXPORT int kio_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags) noexcept {
     if (flags) return -EINVAL;
-    long r = io_loop(fd, kIn, [&] { return long(::accept(fd, addr, addrlen)); });
+    long r = io_loop(fd, kIn, [&](int) { return long(::accept(fd, addr, addrlen)); });
     return r < 0 ? int(r) : setup_socket(int(r));
 }
 #endif

@@ -16,6 +16,11 @@
 // the runtime under P, which then read freed memory and wrote to a closed
 // descriptor).
 //
+// PlainDeadline: a plain thread under a deadline on a blocking socket waits
+// in poll(2), then calls; another thread may take what poll reported first
+// (here poll's interposer takes it), and the call must not then block past
+// the deadline.
+//
 // CloseWindow: a fiber's read fails with EAGAIN; before it parks, another
 // thread kio_closes the descriptor and a new one takes its number. The
 // fiber must get -EBADF, not wait on the new descriptor's events.
@@ -23,6 +28,8 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -52,6 +59,23 @@ extern "C" ssize_t read(int fd, void *buf, size_t n) {
         read_stalled = 1;
         while (!read_release.load()) {
         }
+    }
+    errno = e;
+    return r;
+}
+
+std::atomic<int> poll_target{-1};
+
+// Once poll reports poll_target readable, takes the datagram itself.
+extern "C" int poll(struct pollfd *fds, nfds_t n, int timeout) {
+    using Fn = int (*)(struct pollfd *, nfds_t, int);
+    static Fn real = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, "poll"));
+    int r = real(fds, n, timeout);
+    int e = errno;
+    if (r > 0 && n == 1 && fds[0].fd == poll_target.load() && (fds[0].revents & POLLIN)) {
+        poll_target = -1;
+        char b[16];
+        (void)!recv(fds[0].fd, b, sizeof b, MSG_DONTWAIT);
     }
     errno = e;
     return r;
@@ -129,4 +153,39 @@ TEST(CloseWindow, FiberBetweenItsFailedReadAndItsParkGetsEbadfWhenTheNumberIsReu
     if (reused >= 0) kio_close(reused);
     kio_close(sv[1]);
     EXPECT_EQ(rt.destroy(), 0);
+}
+
+TEST(PlainDeadline, DataTakenBetweenPollAndTheCallDoesNotOutlastTheDeadline) {
+    int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);  // blocking
+    ASSERT_GE(u, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    ASSERT_EQ(bind(u, reinterpret_cast<sockaddr *>(&a), sizeof a), 0);
+    ASSERT_EQ(getsockname(u, reinterpret_cast<sockaddr *>(&a), &al), 0);
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(s, 0);
+    ASSERT_EQ(sendto(s, "x", 1, 0, reinterpret_cast<sockaddr *>(&a), sizeof a), 1);
+    long r = 1;
+    uint64_t took = 0;
+    std::atomic<int> done{0};
+    std::thread th([&] {
+        poll_target = u;
+        uint64_t t0 = kio_now();
+        kio_deadline_set(t0 + 100 * kMs);
+        char b[16];
+        r = kio_recvfrom(u, b, sizeof b, 0, nullptr, nullptr);
+        took = kio_now() - t0;
+        kio_deadline_set(0);
+        done = 1;
+    });
+    // Safety net if the call blocks: a second datagram ends it.
+    for (uint64_t end = kio_now() + 3 * kSec; !done.load() && kio_now() < end;) usleep(1000);
+    if (!done.load()) (void)sendto(s, "y", 1, 0, reinterpret_cast<sockaddr *>(&a), sizeof a);
+    th.join();
+    EXPECT_EQ(r, -ETIMEDOUT);
+    EXPECT_LT(took, 1000 * kMs);
+    close(s);
+    close(u);
 }
