@@ -40,7 +40,7 @@ struct FdState {
     // empty (a TCP socket that has had no unusual event), 0 if not, -1 unknown.
     std::atomic<int> short_read_drains{-1};
     std::atomic<uint64_t> drained{0};  // kDrained | seq_in before the last short read, or 0
-    int closing = 0;                // kio_close calls between marking and close(2)
+    int closing = 0;                // kio_close calls between marking (fd_closing) and fd_closed, after close(2)
     Worker *registered = nullptr;   // the worker whose poller holds the registration
     std::atomic<int> thread_waiters{0};  // plain threads blocked in poll(2) on it
     // kio_close calls so far (fd_closing bumps it): a plain thread that saw
