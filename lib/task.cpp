@@ -366,12 +366,15 @@ KIO_EXPORT int kio_cancel(kio_task *h, void **result) noexcept {
 KIO_EXPORT int kio_cancel_request(kio_task *h) noexcept {
     Task *t = from_handle(h);
     if (!t) return -EINVAL;
-    OutsideCall outside(t);  // the wakeup and the last release touch t's runtime
     // Another caller may consume the handle meanwhile (an await or cancel in
     // progress is allowed), and the slot may then be reused by a new task:
     // hold a reference while requesting, and check again that the handle
-    // still names this task.
+    // still names this task. The wakeup and the last release touch t's
+    // runtime: an outside call, entered once t (and so t->rt) is held.
+    Worker *cw = current_worker_at_entry();
+    OutsideCall outside;
     if (!try_ref(t)) return -EINVAL;
+    outside.enter(t->rt, cw);
     int rc = -EINVAL;
     uint32_t s = t->handle.load(std::memory_order_acquire);
     if (from_handle(h) == t && (s == Task::kLive || s == Task::kClaimed)) {
@@ -385,10 +388,13 @@ KIO_EXPORT int kio_cancel_request(kio_task *h) noexcept {
 KIO_EXPORT int kio_detach(kio_task *h) noexcept {
     Task *t = from_handle(h);
     if (!t) return -EINVAL;
-    OutsideCall outside(t);  // the last release returns t to its runtime's pool
+    Worker *cw = current_worker_at_entry();
     uint32_t s = Task::kLive;
     if (!t->handle.compare_exchange_strong(s, Task::kDetached, std::memory_order_acq_rel))
         return s == Task::kClaimed ? -EBUSY : -EINVAL;
+    // The handle was ours, so t->rt is stable: the last release returns t
+    // to that runtime's pool.
+    OutsideCall outside(t->rt, cw);
     release_task(t);
     return 0;
 }
