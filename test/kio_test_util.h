@@ -155,6 +155,21 @@ inline bool wait_flag(const std::atomic<int> &flag, int value, uint64_t limit = 
     return true;
 }
 
+// Waits (like wait_flag) until rt's counter of parks of `kind` reaches at
+// least `count`: a test that needs fibers parked, not merely started, waits
+// for this instead of sleeping a guessed while (too short on a loaded
+// machine under a sanitizer).
+inline bool wait_parks(kio_runtime *rt, int kind, uint64_t count, uint64_t limit = 10 * kSec) {
+    uint64_t end = kio_now() + limit;
+    for (;;) {
+        struct kio_stats st;
+        kio_stats_init(&st);
+        if (kio_stats(rt, &st) == 0 && st.parks[kind] >= count) return true;
+        if (kio_now() > end) return false;
+        kio_sleep(100 * kUs);
+    }
+}
+
 // The calling OS thread's id. A system call every time: unlike pthread_self()
 // (declared const, so compilers fold repeated calls), it is never cached
 // across a park that may move the fiber to another thread.

@@ -37,15 +37,15 @@ intptr_t block_until(std::atomic<int> &flag, intptr_t result) {
 // A task that awaits target and returns its result (or the await's error);
 // returns once that task is parked in kio_await.
 kio_task *spawn_parked_awaiter(kio_task *target) {
-    std::atomic<int> waiting{0};
-    kio_task *awaiter = kt::spawn([&waiting, target] {
-        waiting = 1;
+    struct kio_stats before;
+    kio_stats_init(&before);
+    EXPECT_EQ(kio_stats(nullptr, &before), 0);
+    kio_task *awaiter = kt::spawn([target] {
         void *res = nullptr;
         int r = kio_await(target, &res);
         return r ? intptr_t(r) : vi(res);
     });
-    EXPECT_TRUE(kt::wait_flag(waiting, 1));
-    kio_sleep(20 * kMs);  // the awaiter is parked in kio_await now
+    EXPECT_TRUE(kt::wait_parks(nullptr, KIO_PARK_AWAIT, before.parks[KIO_PARK_AWAIT] + 1));
     return awaiter;
 }
 
@@ -1224,6 +1224,9 @@ TEST(Select, ManySelectorsAndOneAwaiterOnOneTask) {
     ASSERT_EQ(rt.rc(), 0);
     std::atomic<int> release{0};
     kio_task *target = kt::spawn([&] { return block_until(release, 64); });
+    struct kio_stats before;
+    kio_stats_init(&before);
+    ASSERT_EQ(kio_stats(rt.get(), &before), 0);
     constexpr int kN = 10;
     std::vector<kio_task *> sel;
     for (int i = 0; i < kN; i++)
@@ -1238,7 +1241,10 @@ TEST(Select, ManySelectorsAndOneAwaiterOnOneTask) {
         int r = kio_await(target, &res);
         return r ? intptr_t(r) : vi(res);
     });
-    kio_sleep(20 * kMs);  // all of them parked on the target
+    // All of them parked on the target (a selector that had not yet taken
+    // its reference would find the handle consumed by the awaiter: -EINVAL).
+    EXPECT_TRUE(kt::wait_parks(rt.get(), KIO_PARK_SELECT, before.parks[KIO_PARK_SELECT] + kN));
+    EXPECT_TRUE(kt::wait_parks(rt.get(), KIO_PARK_AWAIT, before.parks[KIO_PARK_AWAIT] + 1));
     release = 1;
     for (kio_task *t : sel) EXPECT_EQ(kt::await_ok(t), 100);  // index 0: the lowest
     EXPECT_EQ(kt::await_ok(awaiter), 64);
