@@ -111,11 +111,10 @@ KIO_EXPORT int kio_cq_fd(kio_cq *c) noexcept {
 
 KIO_EXPORT int kio_cq_watch(kio_cq *c, kio_task *h, uint64_t user_data) noexcept {
     CompletionQueue *q = cq_of(c);
-    Task *t = from_handle(h);
+    uint32_t gen;
+    Task *t = from_handle(h, &gen);
     if (!q || !t) return -EINVAL;
-    uint32_t s = Task::kLive;
-    if (!t->handle.compare_exchange_strong(s, Task::kDetached, std::memory_order_acq_rel))
-        return s == Task::kClaimed ? -EBUSY : -EINVAL;
+    if (int e = take_handle(t, gen, Task::kDetached)) return e;
     bool finished;
     {
         LockGuard<SpinLock> g(t->lock);

@@ -128,6 +128,7 @@ Task *new_main_task(Runtime *rt) {
     uint32_t gen = t->gen.load(std::memory_order_relaxed);
     t = new (t) Task;
     t->gen.store(gen + 1, std::memory_order_relaxed);
+    t->set_handle(Task::kLive, std::memory_order_relaxed);
     return t;
 }
 

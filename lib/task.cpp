@@ -58,16 +58,9 @@ void free_task(Task *t) {
     rt->tasks.give(t, t, 1);
 }
 
-// Claims the right to wait on / consume a handle: kLive -> kClaimed.
-int claim_handle(Task *t) {
-    uint32_t h = Task::kLive;
-    if (t->handle.compare_exchange_strong(h, Task::kClaimed, std::memory_order_acq_rel)) return 0;
-    return h == Task::kClaimed ? -EBUSY : -EINVAL;
-}
-
 void consume_handle(Task *t, void **result) {
     if (result) *result = t->result;
-    t->handle.store(Task::kConsumed, std::memory_order_release);
+    t->set_handle(Task::kConsumed, std::memory_order_release);
     release_task(t);
 }
 
@@ -209,7 +202,10 @@ class OutsideCall {
   public:
     // w: the caller's worker, read at entry (before anything switches).
     OutsideCall(Runtime *rt, Worker *w) { enter(rt, w); }
-    explicit OutsideCall(Task *t) : OutsideCall(t->rt, current_worker_at_entry()) {}
+    // t's handle may be stale (the caller claims it after): rt is read as
+    // the spawn that reuses the slot writes it.
+    explicit OutsideCall(Task *t)
+        : OutsideCall(__atomic_load_n(&t->rt, __ATOMIC_RELAXED), current_worker_at_entry()) {}
     OutsideCall() = default;  // registers at enter()
     ~OutsideCall() { leave(); }
     void enter(Runtime *rt, Worker *w) {
@@ -285,10 +281,12 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
         return fail(-ENOMEM);
     }
 
-    t->gen.store(t->gen.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    uint32_t gen = t->gen.load(std::memory_order_relaxed) + 1;
+    t->gen.store(gen, std::memory_order_relaxed);
     Worker *w = cw && cw->rt == rt ? cw : nullptr;
-    t->id = w ? w->task_ids.take(rt->next_id) : rt->next_id.fetch_add(1, std::memory_order_relaxed);
-    t->rt = rt;
+    uint64_t id = w ? w->task_ids.take(rt->next_id) : rt->next_id.fetch_add(1, std::memory_order_relaxed);
+    __atomic_store_n(&t->id, id, __ATOMIC_RELAXED);
+    __atomic_store_n(&t->rt, rt, __ATOMIC_RELAXED);
     t->mutex_owner = 0;
     t->fn = fn;
     t->arg = arg;
@@ -299,7 +297,7 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
     t->pinned = opts && opts->pinned;
     t->qnext = nullptr;
     t->state.store(Task::kNew, std::memory_order_relaxed);
-    t->handle.store(Task::kLive, std::memory_order_relaxed);
+    t->handle.store(Task::handle_word(gen, Task::kLive), std::memory_order_relaxed);
     // Release: try_ref (kio_cancel_request) that takes a reference on the
     // new task sees its new gen, so a stale handle fails its check.
     t->refs.store(2, std::memory_order_release);
@@ -333,7 +331,8 @@ KIO_EXPORT int kio_spawn(kio_runtime *rt, kio_fn fn, void *arg, kio_task **out) 
 }
 
 KIO_EXPORT int kio_await(kio_task *h, void **result) noexcept {
-    Task *t = from_handle(h);
+    uint32_t gen;
+    Task *t = from_handle(h, &gen);
     if (!t) return -EINVAL;
     OutsideCall outside(t);
     Task *self = current_task();
@@ -341,10 +340,10 @@ KIO_EXPORT int kio_await(kio_task *h, void **result) noexcept {
     // Cancellation before the task's state: a canceled caller gets
     // -ECANCELED whether the task is finished or awaited by another (-EBUSY).
     if (self && self->cancel_pending()) return -ECANCELED;
-    if (int e = claim_handle(t)) return e;
+    if (int e = take_handle(t, gen, Task::kClaimed)) return e;
     int r = wait_finished(t, true);
     if (r) {
-        t->handle.store(Task::kLive, std::memory_order_release);
+        t->set_handle(Task::kLive, std::memory_order_release);
         return r;
     }
     consume_handle(t, result);
@@ -352,11 +351,12 @@ KIO_EXPORT int kio_await(kio_task *h, void **result) noexcept {
 }
 
 KIO_EXPORT int kio_cancel(kio_task *h, void **result) noexcept {
-    Task *t = from_handle(h);
+    uint32_t gen;
+    Task *t = from_handle(h, &gen);
     if (!t) return -EINVAL;
     OutsideCall outside(t);
     if (t == current_task()) return -EDEADLK;
-    if (int e = claim_handle(t)) return e;
+    if (int e = take_handle(t, gen, Task::kClaimed)) return e;
     request_cancel(t);
     wait_finished(t, false);
     consume_handle(t, result);
@@ -364,20 +364,20 @@ KIO_EXPORT int kio_cancel(kio_task *h, void **result) noexcept {
 }
 
 KIO_EXPORT int kio_cancel_request(kio_task *h) noexcept {
-    Task *t = from_handle(h);
+    uint32_t gen;
+    Task *t = from_handle(h, &gen);
     if (!t) return -EINVAL;
     // Another caller may consume the handle meanwhile (an await or cancel in
     // progress is allowed), and the slot may then be reused by a new task:
-    // hold a reference while requesting, and check again that the handle
-    // still names this task. The wakeup and the last release touch t's
+    // hold a reference while requesting, and check that the handle is
+    // still open. The wakeup and the last release touch t's
     // runtime: an outside call, entered once t (and so t->rt) is held.
     Worker *cw = current_worker_at_entry();
     OutsideCall outside;
     if (!try_ref(t)) return -EINVAL;
     outside.enter(t->rt, cw);
     int rc = -EINVAL;
-    uint32_t s = t->handle.load(std::memory_order_acquire);
-    if (from_handle(h) == t && (s == Task::kLive || s == Task::kClaimed)) {
+    if (handle_open(t, gen)) {
         request_cancel(t);
         rc = 0;
     }
@@ -386,12 +386,11 @@ KIO_EXPORT int kio_cancel_request(kio_task *h) noexcept {
 }
 
 KIO_EXPORT int kio_detach(kio_task *h) noexcept {
-    Task *t = from_handle(h);
+    uint32_t gen;
+    Task *t = from_handle(h, &gen);
     if (!t) return -EINVAL;
     Worker *cw = current_worker_at_entry();
-    uint32_t s = Task::kLive;
-    if (!t->handle.compare_exchange_strong(s, Task::kDetached, std::memory_order_acq_rel))
-        return s == Task::kClaimed ? -EBUSY : -EINVAL;
+    if (int e = take_handle(t, gen, Task::kDetached)) return e;
     // The handle was ours, so t->rt is stable: the last release returns t
     // to that runtime's pool.
     OutsideCall outside(t->rt, cw);
@@ -464,7 +463,8 @@ KIO_EXPORT int kio_select(kio_task *const *handles, size_t count, size_t *index)
     auto outside_other = [&](Runtime *trt) { return trt != first_rt && !(cw && cw->rt == trt); };
     size_t held = 0;
     for (size_t i = 0; i < count && !r; i++) {
-        Task *t = from_handle(handles[i]);
+        uint32_t gen;
+        Task *t = from_handle(handles[i], &gen);
         if (!t || !try_ref(t)) {
             r = -EINVAL;
             break;
@@ -477,8 +477,7 @@ KIO_EXPORT int kio_select(kio_task *const *handles, size_t count, size_t *index)
         }
         tasks[i] = t;
         held = i + 1;
-        uint32_t s = t->handle.load(std::memory_order_acquire);
-        if (from_handle(handles[i]) != t || s == Task::kDetached || s == Task::kConsumed)
+        if (!handle_open(t, gen))
             r = -EINVAL;
         else if (t == self)
             r = -EDEADLK;
@@ -526,7 +525,7 @@ KIO_EXPORT int kio_yield(void) noexcept {
 KIO_EXPORT uint64_t kio_task_get_id(kio_task *h) noexcept {
     Task *t = from_handle(h);
     if (!t) return 0;
-    uint64_t id = t->id;
+    uint64_t id = __atomic_load_n(&t->id, __ATOMIC_RELAXED);
     // The slot may have been reused between the check and the read.
     return from_handle(h) == t ? id : 0;
 }

@@ -4,7 +4,8 @@
 //   state      kNew --(first run)--> kRunning --(fn returned)--> kFinished
 //   handle     kLive --(await/cancel begins)--> kClaimed --(returns 0)--> kConsumed
 //              kClaimed --(awaiter canceled)--> kLive
-//              kLive --(detach)--> kDetached
+//              kLive --(detach, kio_cq_watch)--> kDetached
+//              (the word also holds the slot's generation: see take_handle)
 //   refs       one for the handle (dropped when consumed or detached), one for
 //              the fiber (dropped after it switched away for the last time);
 //              the last drop returns the Task to its pool.
@@ -15,6 +16,7 @@
 #pragma once
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <mutex>
 
@@ -38,6 +40,10 @@ struct alignas(64) Task {
     // Identity.
     std::atomic<uint32_t> magic{kMagicFree};
     std::atomic<uint32_t> gen{0};
+    // id and rt are also read through a handle that may be stale (a second
+    // awaiter, kio_task_get_id) while a spawn reuses the slot: those reads
+    // and the spawn's writes go through relaxed atomics (plain moves), and
+    // the reader checks the handle again before trusting what it read.
     uint64_t id = 0;
     Runtime *rt = nullptr;
     uintptr_t mutex_owner = 0;  // identity as a kio_mutex owner, taken on first lock (mutex.cpp)
@@ -60,7 +66,7 @@ struct alignas(64) Task {
     // Lifecycle.
     std::atomic<uint8_t> state{kNew};
     std::atomic<bool> on_cpu{false};  // running on a worker right now (a hint for spinners)
-    std::atomic<uint32_t> handle{kLive};
+    std::atomic<uint32_t> handle{kLive};  // handle_word(gen, state)
     std::atomic<uint32_t> refs{0};
 
     // Cancellation and waits. `lock` guards `waiters` (parties waiting for this
@@ -94,6 +100,13 @@ struct alignas(64) Task {
     Task *next_free_batch = nullptr;
     Task *free_batch_tail = nullptr;
     size_t free_batch_len = 0;
+
+    static constexpr uint32_t handle_word(uint32_t g, uint32_t state) { return g << 2 | state; }
+    // Sets the handle's state; only its owner (the spawn, or the caller that
+    // holds the claim) does, so gen is stable meanwhile.
+    void set_handle(uint32_t state, std::memory_order mo) {
+        handle.store(handle_word(gen.load(std::memory_order_relaxed), state), mo);
+    }
 
     bool cancel_pending() const {
         return cancel_requested.load(std::memory_order_acquire) &&
@@ -150,13 +163,35 @@ class TaskPool {
 };
 
 // Decodes and validates a user handle; nullptr if it is not a live task.
-inline Task *from_handle(kio_task *h) {
+// *gen (if given) receives the generation the handle was matched against.
+inline Task *from_handle(kio_task *h, uint32_t *gen = nullptr) {
     uintptr_t v = reinterpret_cast<uintptr_t>(h);
     auto *t = reinterpret_cast<Task *>(v & ~kHandleGenMask);
     if (!t) return nullptr;
     if (t->magic.load(std::memory_order_acquire) != Task::kMagicLive) return nullptr;
-    if ((t->gen.load(std::memory_order_relaxed) & kHandleGenMask) != (v & kHandleGenMask)) return nullptr;
+    uint32_t g = t->gen.load(std::memory_order_relaxed);
+    if ((g & kHandleGenMask) != (v & kHandleGenMask)) return nullptr;
+    if (gen) *gen = g;
     return t;
+}
+
+// Whether the handle of t's generation gen is still open (kLive or
+// kClaimed): neither consumed, detached nor replaced by a new spawn.
+inline bool handle_open(const Task *t, uint32_t gen) {
+    uint32_t w = t->handle.load(std::memory_order_acquire);
+    return w == Task::handle_word(gen, Task::kLive) || w == Task::handle_word(gen, Task::kClaimed);
+}
+
+// Moves the handle of t's generation gen (from from_handle) from kLive to
+// `to` (kClaimed, kDetached). The generation is part of the compared word,
+// so a caller whose handle went stale after from_handle (consumed, the slot
+// reused by a new spawn) cannot take the new task's handle. 0, -EBUSY
+// (claimed by another caller) or -EINVAL (stale, detached, consumed).
+inline int take_handle(Task *t, uint32_t gen, uint32_t to) {
+    uint32_t w = Task::handle_word(gen, Task::kLive);
+    if (t->handle.compare_exchange_strong(w, Task::handle_word(gen, to), std::memory_order_acq_rel))
+        return 0;
+    return w == Task::handle_word(gen, Task::kClaimed) ? -EBUSY : -EINVAL;
 }
 
 }  // namespace kio

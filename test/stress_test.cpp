@@ -385,6 +385,74 @@ TEST(Stress, CancelRequestRacingAnAwaitNeverReachesTheNextTask) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// Plain threads await the handle the main fiber is awaiting too, while the
+// main fiber's next spawns reuse the slot: each task's result is taken by
+// exactly one caller, the others get -EBUSY or -EINVAL (a stale handle), and
+// no caller takes the slot's next task through the old handle (the claim
+// used to compare the handle's state without its generation: a caller that
+// validated the handle before it was consumed could claim the new task, and
+// TSan saw its wait race the spawn that was still filling the slot).
+TEST(Stress, AwaitersRacingOnOneHandleTakeEachResultOnce) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    const uint64_t rounds = scaled(20000);
+    static std::vector<kio_task *> *handles;  // by round
+    static std::vector<std::atomic<uint32_t>> *taken;
+    static std::atomic<int64_t> cur{-1};       // the round being awaited
+    static std::atomic<bool> stop{false};
+    static std::atomic<uint64_t> bad{0}, misdirected{0};
+    std::vector<kio_task *> hs(rounds, nullptr);
+    std::vector<std::atomic<uint32_t>> counts(rounds);
+    handles = &hs;
+    taken = &counts;
+    cur = -1;
+    stop = false;
+    bad = 0;
+    misdirected = 0;
+    std::vector<std::thread> rivals;
+    for (int k = 0; k < 2; k++)
+        rivals.emplace_back([] {
+            while (!stop.load()) {
+                int64_t i = cur.load();
+                if (i < 0) continue;
+                kio_task *h = (*handles)[size_t(i)];
+                kio_task_get_id(h);  // a stale handle's id: 0, never a race
+                void *res = nullptr;
+                int r = kio_await(h, &res);
+                if (r == 0) {
+                    (*taken)[uintptr_t(res)]++;
+                    if (uintptr_t(res) != uint64_t(i)) misdirected++;
+                } else if (r != -EBUSY && r != -EINVAL) {
+                    bad++;
+                }
+            }
+        });
+    uint64_t errors = 0;
+    for (uint64_t i = 0; i < rounds; i++) {
+        kio_task *v = nullptr;
+        if (kio_spawn(nullptr, [](void *a) { return a; }, reinterpret_cast<void *>(uintptr_t(i)), &v) != 0) {
+            errors++;
+            continue;
+        }
+        hs[i] = v;
+        cur = int64_t(i);
+        for (int spin = 0; spin < 50; spin++) asm volatile("" ::: "memory");
+        void *res = nullptr;
+        int r = kio_await(v, &res);
+        if (r == 0) counts[uintptr_t(res)]++;
+        else if (r != -EBUSY && r != -EINVAL) errors++;
+    }
+    stop = true;
+    for (auto &t : rivals) t.join();
+    EXPECT_EQ(errors, 0u);
+    EXPECT_EQ(bad.load(), 0u);
+    EXPECT_EQ(misdirected.load(), 0u) << "a stale handle reached the slot's next task";
+    uint64_t wrong = 0;
+    for (auto &c : counts) wrong += c.load() != 1;
+    EXPECT_EQ(wrong, 0u) << "results taken other than once";
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(Stress, CancelFromPlainThreadsVersusCompletion) {
     kt::Rt rt(2);
     ASSERT_EQ(rt.rc(), 0);
