@@ -15,6 +15,7 @@
 #include <mutex>
 #include <new>
 
+#include "outside_call.h"
 #include "runtime.h"
 
 struct kio_cq {};
@@ -114,6 +115,9 @@ KIO_EXPORT int kio_cq_watch(kio_cq *c, kio_task *h, uint64_t user_data) noexcept
     uint32_t gen;
     Task *t = from_handle(h, &gen);
     if (!q || !t) return -EINVAL;
+    // As kio_detach: the handle's reference may be the task's last, and its
+    // release returns t to its runtime's pool.
+    OutsideCall outside(t);
     if (int e = take_handle(t, gen, Task::kDetached)) return e;
     bool finished;
     {

@@ -376,19 +376,22 @@ Task *steal(Worker *w) {
 // going first: fibers that keep waking each other keep the woken ring busy
 // for ever, and neither a fresh task nor a yielder may starve behind them
 // (nor behind each other: a task that keeps spawning, one that keeps
-// yielding).
+// yielding). The inbox, which the ordinary order serves first, comes last:
+// pinned fibers that keep yielding or waking each other on their own worker
+// keep it non-empty for ever (they go nowhere else), and would hold off
+// everything else, the woken ring included.
 Task *fairness_pick(Worker *w, uint32_t tick) {
     uint64_t now = now_ns();
     w->timers.fire_expired(now);
     if (now - w->last_poll >= kPollInterval) poll_now(w, now);
-    if (Task *t = w->inbox.pop()) return t;
     if (Task *t = w->migrated.pop()) return t;
     if (Task *t = take_injected(w)) return t;
     auto spawned = [w] { return w->spawned.size() > 0 ? w->spawned.pop() : nullptr; };
     bool spawned_first = (tick / kFairnessInterval) % 2;
     if (Task *t = spawned_first ? spawned() : w->yielded.pop()) return t;
     if (Task *t = spawned_first ? w->yielded.pop() : spawned()) return t;
-    return w->ready.pop();
+    if (Task *t = w->ready.pop()) return t;
+    return w->inbox.pop();
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <new>
 #include <vector>
 
+#include "outside_call.h"
 #include "runtime.h"
 
 namespace kio {
@@ -192,38 +193,6 @@ void cancel_all(Runtime *rt) {
     }
 }
 
-// A call from outside a runtime (a plain thread, another runtime) that may
-// still touch it, or one of its tasks after that task finished: destroy waits
-// for these before it frees anything. Registered with a seq_cst RMW, so that a
-// caller that then sees shutting_down clear is seen by destroy's check of
-// outside_calls (destroy stores shutting_down, then loads outside_calls: the
-// Dekker pairing).
-class OutsideCall {
-  public:
-    // w: the caller's worker, read at entry (before anything switches).
-    OutsideCall(Runtime *rt, Worker *w) { enter(rt, w); }
-    // t's handle may be stale (the caller claims it after): rt is read as
-    // the spawn that reuses the slot writes it.
-    explicit OutsideCall(Task *t)
-        : OutsideCall(__atomic_load_n(&t->rt, __ATOMIC_RELAXED), current_worker_at_entry()) {}
-    OutsideCall() = default;  // registers at enter()
-    ~OutsideCall() { leave(); }
-    void enter(Runtime *rt, Worker *w) {
-        if (!w || w->rt != rt) {
-            rt_ = rt;
-            rt_->outside_calls.fetch_add(1, std::memory_order_seq_cst);
-        }
-    }
-    void leave() {
-        if (rt_) rt_->outside_calls.fetch_sub(1, std::memory_order_acq_rel);
-        rt_ = nullptr;
-    }
-    OutsideCall(const OutsideCall &) = delete;
-    OutsideCall &operator=(const OutsideCall &) = delete;
-
-  private:
-    Runtime *rt_ = nullptr;
-};
 
 }  // namespace kio
 
@@ -339,6 +308,8 @@ KIO_EXPORT int kio_await(kio_task *h, void **result) noexcept {
     if (t == self) return -EDEADLK;
     // Cancellation before the task's state: a canceled caller gets
     // -ECANCELED whether the task is finished or awaited by another (-EBUSY).
+    // A detached or consumed handle is -EINVAL all the same.
+    if (!handle_open(t, gen)) return -EINVAL;
     if (self && self->cancel_pending()) return -ECANCELED;
     if (int e = take_handle(t, gen, Task::kClaimed)) return e;
     int r = wait_finished(t, true);
@@ -370,12 +341,11 @@ KIO_EXPORT int kio_cancel_request(kio_task *h) noexcept {
     // Another caller may consume the handle meanwhile (an await or cancel in
     // progress is allowed), and the slot may then be reused by a new task:
     // hold a reference while requesting, and check that the handle is
-    // still open. The wakeup and the last release touch t's
-    // runtime: an outside call, entered once t (and so t->rt) is held.
-    Worker *cw = current_worker_at_entry();
-    OutsideCall outside;
+    // still open. The wakeup and the last release touch t's runtime: an
+    // outside call, entered before the reference (once the reference is
+    // taken, it may be the task's last, and destroy must not miss it).
+    OutsideCall outside(t);
     if (!try_ref(t)) return -EINVAL;
-    outside.enter(t->rt, cw);
     int rc = -EINVAL;
     if (handle_open(t, gen)) {
         request_cancel(t);
@@ -389,11 +359,11 @@ KIO_EXPORT int kio_detach(kio_task *h) noexcept {
     uint32_t gen;
     Task *t = from_handle(h, &gen);
     if (!t) return -EINVAL;
-    Worker *cw = current_worker_at_entry();
+    // The last release returns t to its runtime's pool: an outside call,
+    // entered before the handle is ours (its reference may be the task's
+    // last once the task has retired).
+    OutsideCall outside(t);
     if (int e = take_handle(t, gen, Task::kDetached)) return e;
-    // The handle was ours, so t->rt is stable: the last release returns t
-    // to that runtime's pool.
-    OutsideCall outside(t->rt, cw);
     release_task(t);
     return 0;
 }
@@ -523,11 +493,12 @@ KIO_EXPORT int kio_yield(void) noexcept {
 }
 
 KIO_EXPORT uint64_t kio_task_get_id(kio_task *h) noexcept {
-    Task *t = from_handle(h);
-    if (!t) return 0;
+    uint32_t gen;
+    Task *t = from_handle(h, &gen);
+    if (!t || !handle_open(t, gen)) return 0;
     uint64_t id = __atomic_load_n(&t->id, __ATOMIC_RELAXED);
-    // The slot may have been reused between the check and the read.
-    return from_handle(h) == t ? id : 0;
+    // The handle may have been consumed, and the slot reused, meanwhile.
+    return handle_open(t, gen) ? id : 0;
 }
 
 KIO_EXPORT uint64_t kio_task_id(void) noexcept {

@@ -1,5 +1,5 @@
 // Races forced by interposing libc calls: this binary defines
-// pthread_mutex_unlock and read, which the library's calls resolve to, and
+// pthread_mutex_unlock, read, write and poll, which the library's calls resolve to, and
 // stalls the calling thread at the moment a race needs (selected by a
 // thread-local flag or a target descriptor, so the rest of the process is
 // unaffected). Not built with ThreadSanitizer, which intercepts these
@@ -20,6 +20,13 @@
 // in poll(2), then calls; another thread may take what poll reported first
 // (here poll's interposer takes it), and the call must not then block past
 // the deadline.
+//
+// CqWatch: a plain thread's kio_cq_watch of a finished task (whose fiber has
+// retired) posts the event, then drops the handle's reference, the task's
+// last, which returns the slot to the runtime's pool. It stalls 100 ms in
+// the post's write(2) while the main fiber destroys the runtime: destroy
+// must wait for it (it used to free the runtime, and the late release put
+// the slot in the next runtime's pool twice).
 //
 // CloseWindow: a fiber's read fails with EAGAIN; before it parks, another
 // thread kio_closes the descriptor and a new one takes its number. The
@@ -91,6 +98,51 @@ extern "C" int pthread_mutex_unlock(pthread_mutex_t *mu) {
         stall_over = 1;
     }
     return r;
+}
+
+std::atomic<int> write_target{-1}, write_stalled{0}, write_stall_over{0};
+
+// A write to write_target stalls 100 ms first.
+extern "C" ssize_t write(int fd, const void *buf, size_t n) {
+    using Fn = ssize_t (*)(int, const void *, size_t);
+    static Fn real = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, "write"));
+    if (fd >= 0 && fd == write_target.load()) {
+        write_target = -1;
+        write_stalled = 1;
+        usleep(100 * 1000);
+        write_stall_over = 1;
+    }
+    return real(fd, buf, n);
+}
+
+TEST(CqWatch, DestroyWaitsForAPlainThreadStillInsideItsWatch) {
+    kio_options o;
+    kio_options_init(&o);
+    o.threads = 1;
+    kio_runtime *rt = nullptr;
+    ASSERT_EQ(kio_runtime_create(&o, &rt), 0);
+    kio_cq *cq = nullptr;
+    ASSERT_EQ(kio_cq_create(&cq), 0);
+    kio_task *t = kt::spawn([] { return intptr_t(5); });
+    ASSERT_NE(t, nullptr);
+    kio_sleep(10 * kMs);  // t finishes and its fiber retires
+    std::atomic<int> watched{0};
+    int fd = kio_cq_fd(cq);
+    ASSERT_GE(fd, 0);
+    std::thread p([&] {
+        write_target = fd;  // only kio_cq_watch's post writes to the queue's descriptor here
+        watched = kio_cq_watch(cq, t, 9) == 0 ? 1 : -1;
+    });
+    while (!write_stalled.load()) kio_sleep(kMs);
+    EXPECT_EQ(kio_runtime_destroy(rt), 0);
+    EXPECT_EQ(write_stall_over.load(), 1) << "destroy returned while a plain thread was still inside kio_cq_watch";
+    p.join();
+    EXPECT_EQ(watched.load(), 1);
+    kio_cq_event ev{};
+    EXPECT_EQ(kio_cq_poll(cq, &ev, 1), 1);
+    EXPECT_EQ(ev.user_data, 9u);
+    EXPECT_EQ(kt::vi(ev.result), 5);
+    EXPECT_EQ(kio_cq_destroy(cq), 0);
 }
 
 TEST(OutsideWake, DestroyWaitsForAPlainThreadStillInsideItsSignal) {

@@ -214,6 +214,37 @@ TEST(TaskHandle, AwaitAfterDetachIsEinval) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// A detached (or watched) handle is -EINVAL for a canceled caller too: the
+// handle is looked at before the caller's cancellation (it used to give
+// -ECANCELED), and kio_task_get_id answers 0 for it (it used to give the
+// id until the task finished).
+TEST(TaskHandle, DetachedHandleIsEinvalForACanceledCallerAndHasNoId) {
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<int> release{0};
+    kio_task *running = kt::spawn([&] { return block_until(release, 1); });
+    kio_task *watched = kt::spawn([&] { return block_until(release, 2); });
+    EXPECT_NE(kio_task_get_id(running), 0u);
+    kio_cq *cq = nullptr;
+    ASSERT_EQ(kio_cq_create(&cq), 0);
+    ASSERT_EQ(kio_detach(running), 0);
+    ASSERT_EQ(kio_cq_watch(cq, watched, 7), 0);
+    EXPECT_EQ(kio_task_get_id(running), 0u);
+    EXPECT_EQ(kio_task_get_id(watched), 0u);
+    kio_task *canceled = kt::spawn([&] {
+        kio_cancel_self();
+        int a = kio_await(running, nullptr), b = kio_await(watched, nullptr);
+        return intptr_t(a == -EINVAL && b == -EINVAL ? 0 : a * 1000 + b);
+    });
+    EXPECT_EQ(kt::await_ok(canceled), 0);
+    release = 1;
+    kio_cq_event ev;
+    while (kio_cq_poll(cq, &ev, 1) == 0) kio_sleep(100 * kUs);
+    EXPECT_EQ(ev.user_data, 7u);
+    EXPECT_EQ(kio_cq_destroy(cq), 0);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(TaskHandle, CancelOrDetachAfterAwaitIsEinval) {
     kt::Rt rt(1);
     ASSERT_EQ(rt.rc(), 0);
@@ -1608,4 +1639,79 @@ TEST(Steal, PinnedAwaiterNeverRunsOnAnotherWorker) {
     EXPECT_EQ(kt::await_ok(parent), 0);
     EXPECT_EQ(moved.load(), 0) << "a pinned task ran on another worker";
     EXPECT_EQ(rt.destroy(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Pinned tasks and fairness
+
+namespace {
+
+std::atomic<int> g_pinned_stop{0};
+kio_mutex g_pinned_m = KIO_MUTEX_INIT;
+kio_cond g_pinned_c = KIO_COND_INIT;
+int g_pinned_turn = 0;  // guarded by g_pinned_m
+
+// Two pinned tasks on a one-worker runtime keep the worker busy with each
+// other (body: yielding, or a condition ping-pong) while the main fiber
+// sleeps 1 ms and a plain thread injects a task: both must still run within
+// a bounded delay. A watchdog stops the pinned pair after 3 s so that a
+// starved worker fails the test instead of hanging it.
+void expect_pinned_pair_does_not_starve(void *(*body)(void *)) {
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    kio_spawn_options o;
+    kio_spawn_options_init(&o);
+    o.pinned = 1;
+    kio_task *pair[2];
+    for (intptr_t i = 0; i < 2; i++) ASSERT_EQ(kio_spawn_ex(nullptr, body, iv(i), &o, &pair[i]), 0);
+    std::atomic<int> injected_ran{0}, done{0};
+    std::thread outside([&] {
+        kio_task *t = nullptr;
+        if (kt::try_spawn(rt.get(), [&] {
+                injected_ran = 1;
+                return intptr_t(0);
+            }, &t) == 0)
+            kio_detach(t);
+        uint64_t end = kio_now() + 3 * kSec;
+        while (!done.load() && kio_now() < end) kio_sleep(1 * kMs);
+        g_pinned_stop = 1;  // the watchdog
+    });
+    uint64_t t0 = kio_now();
+    EXPECT_EQ(kio_sleep(1 * kMs), 0);
+    uint64_t slept = kt::since(t0);
+    EXPECT_TRUE(kt::wait_flag(injected_ran, 1, 2 * kSec)) << "injected work starved";
+    done = 1;
+    EXPECT_LT(slept, kt::prompt(500 * kMs)) << "the main fiber's 1 ms sleep was starved";
+    g_pinned_stop = 1;
+    outside.join();
+    kio_mutex_lock(&g_pinned_m);
+    kio_cond_broadcast(&g_pinned_c);
+    kio_mutex_unlock(&g_pinned_m);
+    for (kio_task *t : pair) EXPECT_EQ(kt::await_ok(t), 0);
+    EXPECT_EQ(rt.destroy(), 0);
+    g_pinned_stop = 0;
+}
+
+}  // namespace
+
+TEST(Fairness, PinnedYieldersDoNotStarveTheirWorker) {
+    expect_pinned_pair_does_not_starve([](void *) -> void * {
+        while (!g_pinned_stop.load()) kio_yield();
+        return nullptr;
+    });
+}
+
+TEST(Fairness, PinnedPingPongDoesNotStarveItsWorker) {
+    expect_pinned_pair_does_not_starve([](void *arg) -> void * {
+        int me = int(vi(arg));
+        kio_mutex_lock(&g_pinned_m);
+        while (!g_pinned_stop.load()) {
+            while (g_pinned_turn != me && !g_pinned_stop.load()) kio_cond_wait(&g_pinned_c, &g_pinned_m);
+            g_pinned_turn = !me;
+            kio_cond_signal(&g_pinned_c);
+        }
+        kio_cond_broadcast(&g_pinned_c);
+        kio_mutex_unlock(&g_pinned_m);
+        return nullptr;
+    });
 }
