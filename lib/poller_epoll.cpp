@@ -5,7 +5,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cerrno>
 #include <cstdlib>
 #include <ctime>
@@ -64,11 +66,12 @@ int Poller::wait(PollEvent *out, int max, uint64_t deadline) {
     auto *evs = static_cast<epoll_event *>(buf_);
     if (max > kMaxBatch) max = kMaxBatch;
     timespec ts, *tsp = nullptr;
+    uint64_t left_ns = 0;
     if (deadline != UINT64_MAX) {
         uint64_t now = deadline ? now_ns() : 0;
-        uint64_t left = deadline > now ? deadline - now : 0;
-        ts.tv_sec = time_t(left / 1000000000u);
-        ts.tv_nsec = long(left % 1000000000u);
+        left_ns = deadline > now ? deadline - now : 0;
+        ts.tv_sec = time_t(left_ns / 1000000000u);
+        ts.tv_nsec = long(left_ns % 1000000000u);
         tsp = &ts;
     }
     // epoll_pwait2 takes nanoseconds (Linux 5.11); epoll_wait rounds to ms.
@@ -83,8 +86,11 @@ int Poller::wait(PollEvent *out, int max, uint64_t deadline) {
         if (n < 0 && errno == ENOSYS) have_pwait2.store(false, std::memory_order_relaxed);
     }
     if (!have_pwait2.load(std::memory_order_relaxed)) {
+        // Rounded up, and capped: a deadline 2^31 ms or more ahead truncated
+        // to an int wraps, to a negative wait (none at all: the timer would
+        // not fire on an idle worker) or a short one (spurious wakeups).
         int ms = -1;
-        if (tsp) ms = int((uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec) + 999999) / 1000000);
+        if (tsp) ms = int(std::min<uint64_t>(left_ns / 1000000 + (left_ns % 1000000 != 0), INT_MAX));
         n = epoll_wait(fd_, evs, max, ms);
     }
     if (n < 0) return 0;  // EINTR: the caller re-checks its queues and waits again

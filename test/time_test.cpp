@@ -354,6 +354,10 @@ TEST(Sleep, DeadlinesNearTheEndOfTimeLeaveIdleWorkersAsleep) {
     std::vector<kio_task *> ts;
     for (int i = 0; i < 4; i++)
         ts.push_back(kt::spawn([i] { return intptr_t(kio_sleep_until(UINT64_MAX - 1 - uint64_t(i) * kUs)); }));
+    // 2^32 ms ahead (about 50 days): a wait in whole milliseconds truncated
+    // to an int wraps (epoll_wait, used where epoll_pwait2 is missing and in
+    // TSan builds); the cap keeps it a long wait.
+    ts.push_back(kt::spawn([] { return intptr_t(kio_sleep((uint64_t(1) << 32) * kMs)); }));
     ASSERT_EQ(kio_sleep(50 * kMs), 0);  // the sleepers parked
     auto cpu_ns = [] {
         rusage ru;
