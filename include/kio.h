@@ -139,7 +139,8 @@ KIO_API int kio_runtime_start(const kio_options *opts, kio_runtime **out) KIO_NO
  * kio_runtime_destroy's result. Neither a cancellation point nor bounded by
  * the caller's deadline. Errors: -EINVAL (rt NULL, not live, not made by
  * kio_runtime_start, or already being stopped), -EPERM (called from one of
- * rt's fibers). Thread safety: any thread but rt's own. */
+ * rt's fibers, or from a kio_blocking job running for one: both would wait
+ * for themselves). Thread safety: any thread but rt's own. */
 KIO_API int kio_runtime_stop(kio_runtime *rt) KIO_NOEXCEPT;
 
 /* The runtime of the calling fiber or worker thread, else NULL. Thread-safe. */

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <new>
 
+#include "blocking.h"
 #include "runtime.h"
 
 namespace kio {
@@ -90,6 +91,7 @@ KIO_EXPORT int kio_runtime_stop(kio_runtime *rth) noexcept {
     if (!rt || !rt->background) return -EINVAL;
     Worker *w = current_worker();
     if (w && w->rt == rt) return -EPERM;  // a fiber of rt would wait for itself
+    if (on_blocking_thread_of(rt)) return -EPERM;  // so would a job of rt's pool
     if (rt->stop_claimed.exchange(true, std::memory_order_acq_rel)) return -EINVAL;  // stopping already
     Background *bg = rt->background;  // ours now: only the claimant frees it
     // The lock must be taken even in a canceled task or under an expired

@@ -31,6 +31,11 @@ void drop(Job *j) {
 
 }  // namespace
 
+class BlockingPool;
+// The pool whose job the calling thread runs (nullptr on other threads).
+// Pool threads are plain threads, never fibers: no switch can move a reader.
+thread_local BlockingPool *tls_pool = nullptr;
+
 class BlockingPool {
   public:
     // Queues j, starting a thread if none is idle. False if no thread could
@@ -111,6 +116,7 @@ class BlockingPool {
 
   private:
     static void *main(void *arg) {
+        tls_pool = static_cast<BlockingPool *>(arg);
         static_cast<BlockingPool *>(arg)->loop();
         return nullptr;
     }
@@ -182,6 +188,10 @@ BlockingPool *blocking_pool(Runtime *rt) {
     if (rt->blocking.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return fresh;
     delete fresh;
     return p;
+}
+
+bool on_blocking_thread_of(Runtime *rt) {
+    return tls_pool && tls_pool == rt->blocking.load(std::memory_order_acquire);
 }
 
 void blocking_pool_destroy(BlockingPool *pool) {

@@ -26,6 +26,9 @@ class BlockingPool;
 // Creates rt's pool on first use.
 BlockingPool *blocking_pool(Runtime *rt);
 void blocking_pool_destroy(BlockingPool *pool);  // waits for running jobs
+// Whether the caller is one of rt's pool threads (running a job of rt's):
+// it must not wait for rt's destroy, which waits for it.
+bool on_blocking_thread_of(Runtime *rt);
 
 // How cancellation or the deadline scope may end a wait on the pool.
 enum class BlockingStop {

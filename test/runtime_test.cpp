@@ -928,5 +928,16 @@ TEST(RuntimeStart, Errors) {
     void *r = nullptr;
     ASSERT_EQ(kio_await(t, &r), 0);
     EXPECT_EQ(vi(r), -EPERM);  // a fiber of rt would wait for itself
+    // So would a blocking job of rt's (it used to deadlock: destroy waits
+    // for the pool's running jobs).
+    ASSERT_EQ(kio_spawn(rt, [](void *a) -> void * {
+                  void *res = nullptr;
+                  int e = kio_blocking([](void *b) -> void * { return iv(kio_runtime_stop(static_cast<kio_runtime *>(b))); },
+                                       a, &res);
+                  return iv(e ? e : vi(res));
+              }, rt, &t),
+              0);
+    ASSERT_EQ(kio_await(t, &r), 0);
+    EXPECT_EQ(vi(r), -EPERM);
     EXPECT_EQ(kio_runtime_stop(rt), 0);
 }
