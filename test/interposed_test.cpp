@@ -100,6 +100,16 @@ extern "C" int pthread_mutex_unlock(pthread_mutex_t *mu) {
     return r;
 }
 
+// A runtime of one worker, destroyed by the test itself (kt::Rt would
+// destroy it at scope exit; these tests check what destroy waits for).
+kio_runtime *one_worker_runtime() {
+    kio_options o;
+    kio_options_init(&o);
+    o.threads = 1;
+    kio_runtime *rt = nullptr;
+    return kio_runtime_create(&o, &rt) == 0 ? rt : nullptr;
+}
+
 std::atomic<int> write_target{-1}, write_stalled{0}, write_stall_over{0};
 
 // A write to write_target stalls 100 ms first.
@@ -116,11 +126,8 @@ extern "C" ssize_t write(int fd, const void *buf, size_t n) {
 }
 
 TEST(CqWatch, DestroyWaitsForAPlainThreadStillInsideItsWatch) {
-    kio_options o;
-    kio_options_init(&o);
-    o.threads = 1;
-    kio_runtime *rt = nullptr;
-    ASSERT_EQ(kio_runtime_create(&o, &rt), 0);
+    kio_runtime *rt = one_worker_runtime();
+    ASSERT_NE(rt, nullptr);
     kio_cq *cq = nullptr;
     ASSERT_EQ(kio_cq_create(&cq), 0);
     kio_task *t = kt::spawn([] { return intptr_t(5); });
@@ -146,11 +153,8 @@ TEST(CqWatch, DestroyWaitsForAPlainThreadStillInsideItsWatch) {
 }
 
 TEST(OutsideWake, DestroyWaitsForAPlainThreadStillInsideItsSignal) {
-    kio_options o;
-    kio_options_init(&o);
-    o.threads = 1;
-    kio_runtime *rt = nullptr;
-    ASSERT_EQ(kio_runtime_create(&o, &rt), 0);
+    kio_runtime *rt = one_worker_runtime();
+    ASSERT_NE(rt, nullptr);
     static kio_mutex m = KIO_MUTEX_INIT;
     static kio_cond c = KIO_COND_INIT;
     static std::atomic<int> flag{0}, waiting{0};
