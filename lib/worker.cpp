@@ -58,8 +58,14 @@ void fire_all_due(Worker *w) {
 }
 
 // Looks for work for up to kSpinNs. At most half the workers spin at once.
+// A runtime of one worker does not spin: nothing but its own poller (I/O,
+// the doorbell of outside threads) can hand it work, and sleeping in the
+// poller sees that at once, where a spinner would see I/O only at its next
+// nonblocking poll, and burn a CPU (that a client on the same machine, say,
+// could use) meanwhile.
 Task *spin(Worker *w) {
     Runtime *rt = w->rt;
+    if (rt->nthreads < 2) return nullptr;
     int limit = int(rt->nstarted.load(std::memory_order_relaxed));
     if (limit < 1) limit = 1;
     if (rt->nspinning.load(std::memory_order_relaxed) >= limit) return nullptr;
