@@ -96,6 +96,12 @@ inline void push_ring(Worker *w, Ring &ring, Task *t) {
 
 void push_ready(Worker *w, Task *t) { push_ring(w, w->ready, t); }
 
+// Sends t to worker `to`'s inbox (a pinned fiber going home, a migration).
+KIO_NOINLINE void hand_to(Worker *w, Task *t, Worker *to) {
+    to->inbox.push(t);
+    if (to != w) wake_worker(to);
+}
+
 // KIO_DEBUG_MIGRATE: sends a fiber that becomes runnable to another worker
 // than the one it is on, round robin. False with one worker. The target's
 // `migrated` queue is stealable like its run queues: if the target is stuck
@@ -177,8 +183,11 @@ namespace {
 // w: the caller's worker (nullptr on a plain thread).
 inline void make_ready(Runtime *rt, Worker *w, Task *t) {
     if (t->home) {  // pinned: only its own worker may run it
-        t->home->inbox.push(t);
-        if (t->home != w) wake_worker(t->home);
+        // On its own worker, the ready ring like any other fiber (FIFO with
+        // them; a thief that takes it sends it back, see runnable). No other
+        // worker is told: one that took it would only send it back.
+        if (t->home == w) push_ready(w, t);
+        else hand_to(w, t, t->home);
         return;
     }
     if (KIO_UNLIKELY(rt->debug_migrate) && migrate_elsewhere(rt, w, t)) return;
@@ -278,8 +287,16 @@ KIO_NOINLINE Task *prepare_or_defer(Worker *w, Task *t) {
     return nullptr;
 }
 
+// A pinned fiber taken from anywhere but its own worker's queues (stolen with
+// a batch of a ring, moved to the injection queue by a ring's overflow) goes
+// home instead of running here: nullptr, and the pick looks further.
 inline Task *runnable(Worker *w, Task *t) {
-    if (!t || t->sp) return t;
+    if (!t) return t;
+    if (KIO_UNLIKELY(t->home != nullptr) && t->home != w) {
+        hand_to(w, t, t->home);
+        return nullptr;
+    }
+    if (t->sp) return t;
     return prepare_or_defer(w, t);
 }
 
@@ -377,9 +394,9 @@ Task *steal(Worker *w) {
 // for ever, and neither a fresh task nor a yielder may starve behind them
 // (nor behind each other: a task that keeps spawning, one that keeps
 // yielding). The inbox, which the ordinary order serves first, comes last:
-// pinned fibers that keep yielding or waking each other on their own worker
-// keep it non-empty for ever (they go nowhere else), and would hold off
-// everything else, the woken ring included.
+// pinned fibers on two workers that keep waking each other keep both inboxes
+// non-empty for ever (they go nowhere else), and would hold off everything
+// else, the woken ring included.
 Task *fairness_pick(Worker *w, uint32_t tick) {
     uint64_t now = now_ns();
     w->timers.fire_expired(now);
@@ -563,19 +580,15 @@ void recycle(Worker *w, Task *t) {
     Worker::bump(w->nretired);
 }
 
-// A yielder that must not go to this worker's yield ring: pinned, or sent
-// elsewhere by KIO_DEBUG_MIGRATE.
+// A yielder that must not go to this worker's yield ring as usual: pinned
+// (it goes there all the same, but no other worker is told: one that took it
+// would only send it back), or sent elsewhere by KIO_DEBUG_MIGRATE.
 KIO_NOINLINE bool reschedule_elsewhere(Worker *w, Task *t) {
     if (t->home) {
-        t->home->inbox.push(t);
+        push_ring(w, w->yielded, t);
         return true;
     }
     return KIO_UNLIKELY(w->rt->debug_migrate) && migrate_elsewhere(w->rt, w, t);
-}
-
-KIO_NOINLINE void hand_to(Worker *w, Task *t, Worker *to) {
-    to->inbox.push(t);
-    if (to != w) wake_worker(to);
 }
 
 // The common messages (a yield, nothing) inline; the others are calls, so

@@ -643,6 +643,82 @@ TEST(Stress, RunRingOverflowRacingThievesLosesNoTask) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// Pinned fibers wait in their worker's ordinary (stealable) rings; a thief
+// that takes one must send it home, never run it. Pinned tasks yield, wake
+// each other through a condition and sleep on both workers, while unpinned
+// hogs keep holding a worker for 200 us without a kio call, so that the
+// other worker steals from its rings (batches that contain pinned fibers) and
+// its ring overflows into the injection queue. Every pinned task checks its
+// OS thread after every call and must run every round: none is lost on its
+// way home.
+TEST(Stress, PinnedFibersTakenByThievesGoHome) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    constexpr int kPairs = 6;
+    const long rounds = long(scaled(20000));
+    std::atomic<int> stop{0};
+    std::atomic<long> moved{0}, errors{0}, done_rounds{0};
+    std::vector<kio_task *> hogs;
+    for (int i = 0; i < 4; i++)
+        hogs.push_back(kt::spawn([&stop] {
+            while (!stop.load()) {
+                uint64_t t0 = kio_now();
+                while (kio_now() - t0 < 200 * kUs) {
+                }
+                kio_sleep(20 * kUs);
+            }
+            return intptr_t(0);
+        }));
+    struct Pair {
+        kio_mutex m = KIO_MUTEX_INIT;
+        kio_cond c = KIO_COND_INIT;
+        int turn = 0;
+    };
+    std::vector<Pair> pairs(kPairs);
+    kio_spawn_options o;
+    kio_spawn_options_init(&o);
+    o.pinned = 1;
+    std::vector<kio_task *> pinned;
+    for (int p = 0; p < kPairs; p++)
+        for (int me = 0; me < 2; me++)
+            pinned.push_back(kt::spawn_ex(&o, [&, p, me] {
+                Pair &pr = pairs[size_t(p)];
+                long self = kt::os_thread_id();
+                auto check = [&] {
+                    if (kt::os_thread_id() != self) moved++;
+                };
+                for (long r = 0; r < rounds; r++) {
+                    if (kio_yield() != 0) errors++;
+                    check();
+                    if (r % 64 == 0) {
+                        if (kio_sleep(1 * kUs) != 0) errors++;
+                        check();
+                    }
+                    if (kio_mutex_lock(&pr.m) != 0) {
+                        errors++;
+                        continue;
+                    }
+                    check();
+                    while (pr.turn != me) {
+                        if (kio_cond_wait(&pr.c, &pr.m) != 0) errors++;
+                        check();
+                    }
+                    pr.turn = !me;
+                    kio_cond_signal(&pr.c);
+                    kio_mutex_unlock(&pr.m);
+                    done_rounds++;
+                }
+                return intptr_t(1);
+            }));
+    for (kio_task *t : pinned) EXPECT_EQ(kt::await_ok(t), 1);
+    stop = 1;
+    for (kio_task *t : hogs) EXPECT_EQ(kt::await_ok(t), 0);
+    EXPECT_EQ(moved.load(), 0) << "a pinned fiber ran on another worker";
+    EXPECT_EQ(errors.load(), 0);
+    EXPECT_EQ(done_rounds.load(), 2 * kPairs * rounds);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(Stress, CreateDestroy1000TimesWithBusyRuntimes) {
     {
         kt::Rt warm(4);

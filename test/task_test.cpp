@@ -1701,6 +1701,51 @@ TEST(Fairness, PinnedYieldersDoNotStarveTheirWorker) {
     });
 }
 
+// On their own worker, pinned fibers queue with the others: two pinned
+// yielders and an unpinned one on a one-worker runtime take turns, FIFO, and
+// the main fiber's sleep ends on time. (Pinned fibers used to go through the
+// worker's inbox, which every pick but the fairness tick serves first, and
+// the tick served the unpinned yielder before woken fibers: the main fiber
+// never woke up. A watchdog thread stops the yielders after 3 s so that
+// this fails instead of hanging.)
+TEST(Fairness, PinnedYieldersTakeTurnsWithOtherYielders) {
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<int> stop{0};
+    std::thread watchdog([&] {
+        uint64_t end = kio_now() + 3 * kSec;
+        while (!stop.load() && kio_now() < end) kio_sleep(1 * kMs);
+        stop = 1;
+    });
+    std::atomic<long> counts[3] = {{0}, {0}, {0}};
+    auto yielder = [&](int i) {
+        return [&, i] {
+            while (!stop.load()) {
+                EXPECT_EQ(kio_yield(), 0);
+                counts[i]++;
+            }
+            return intptr_t(0);
+        };
+    };
+    kio_spawn_options o;
+    kio_spawn_options_init(&o);
+    o.pinned = 1;
+    kio_task *ts[3] = {kt::spawn_ex(&o, yielder(0)), kt::spawn_ex(&o, yielder(1)), kt::spawn(yielder(2))};
+    uint64_t t0 = kio_now();
+    EXPECT_EQ(kio_sleep(20 * kMs), 0);
+    uint64_t slept = kt::since(t0);
+    stop = 1;
+    watchdog.join();
+    for (kio_task *t : ts) EXPECT_EQ(kt::await_ok(t), 0);
+    EXPECT_LT(slept, kt::prompt(1 * kSec)) << "the main fiber's 20 ms sleep was starved";
+    long pinned_min = std::min(counts[0].load(), counts[1].load());
+    long pinned_max = std::max(counts[0].load(), counts[1].load());
+    EXPECT_GT(pinned_min, 100);
+    EXPECT_GE(counts[2].load(), pinned_min / 2) << "pinned " << counts[0] << " and " << counts[1];
+    EXPECT_LE(counts[2].load(), pinned_max * 2) << "pinned " << counts[0] << " and " << counts[1];
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(Fairness, PinnedPingPongDoesNotStarveItsWorker) {
     expect_pinned_pair_does_not_starve([](void *arg) -> void * {
         int me = int(vi(arg));
