@@ -466,9 +466,26 @@ Task *find_work(Worker *w) { return pick_next(w); }
 
 namespace {
 
+// The stall watchdog's episode of w's running context ends (a switch, or a
+// kio call that could have switched).
+void stall_episode_ends(Worker *w) {
+    w->switched_at.store(now_ns(), std::memory_order_relaxed);
+    w->stall_epoch.store(w->stall_epoch.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
+// Runs first on the arriving side of every switch (and at a fresh fiber's
+// start): the worker's bookkeeping for its new running context, then the
+// message. The bookkeeping is here, not on the leaving side: a call there
+// (the stall watchdog's, rare as it is) made switch_to save and restore five
+// registers around kio_ctx_switch on every switch, and the switch counter's
+// update just before kio_ctx_switch cost as much again. Yield between two
+// fibers: 25 ns there, 19.5 here.
 void after_switch(SwitchMsg *in) {
     Worker *w = in->worker;
     Task *cur = w->current;
+    Worker::bump(w->n_switches);
+    if (KIO_UNLIKELY(w->rt->stall_ns)) stall_episode_ends(w);
+    if (KIO_UNLIKELY(w->rt->debug_migrate) && cur) cur->ran_on = w;
     FiberSan *self = cur ? &cur->san : &w->idle_san;
     FiberSan *prev = in->prev ? &in->prev->san : &w->idle_san;
     san_after_switch(self, prev);
@@ -481,13 +498,6 @@ void after_switch(SwitchMsg *in) {
     if (left) left->on_cpu.store(false, std::memory_order_relaxed);
 }
 
-// The stall watchdog's episode of w's running context ends (a switch, or a
-// kio call that could have switched).
-void stall_episode_ends(Worker *w) {
-    w->switched_at.store(now_ns(), std::memory_order_relaxed);
-    w->stall_epoch.store(w->stall_epoch.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-}
-
 // Leaves the running context of w (w->current, or the idle context when it is
 // nullptr) for next (nullptr: the idle context), with the message the caller
 // put in w->msg. Returns when something resumes the leaving context, possibly
@@ -496,15 +506,13 @@ void stall_episode_ends(Worker *w) {
 // The message lives in the Worker, not on the leaving fiber's stack: the
 // arriving context runs on the same thread and handles it at once, and a
 // dying fiber's stack (and, under ASan, its fake frames) is gone by then.
-// next (nullptr: the idle context) becomes w's running context.
+// next (nullptr: the idle context) becomes w's running context (after_switch
+// does the rest of the bookkeeping, on the arriving side).
+// A fiber counts as running (on_cpu, the mutex's hint for spinning) from
+// here on, before the switch: a locker should spin on it, not park.
 inline void set_current(Worker *w, Task *next) {
     w->current = next;
-    Worker::bump(w->n_switches);
-    if (KIO_UNLIKELY(w->rt->stall_ns)) stall_episode_ends(w);
-    if (next) {
-        next->on_cpu.store(true, std::memory_order_relaxed);
-        if (KIO_UNLIKELY(w->rt->debug_migrate)) next->ran_on = w;
-    }
+    if (next) next->on_cpu.store(true, std::memory_order_relaxed);
 }
 
 void switch_to(Worker *w, Task *next) {
