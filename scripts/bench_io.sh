@@ -24,8 +24,9 @@
 #   --quick      1 s runs, no warm-up: a smoke test (implies --no-docs)
 #   --no-docs    print the table only, leave docs/ alone
 #   --duration   seconds per measurement (default 5)
-#   --rounds     measure every system N times, interleaved (default 1); the
-#                report takes the median per system (for a noisy machine)
+#   --rounds     measure every system N times, interleaved (default 3, 1
+#                with --quick); the report takes the median per system: one
+#                5 s run of each swings by +-20% on the shared 2-vCPU VMs
 #
 # Needs gcc, go, libuv1-dev, wrk, nginx-light, curl (scripts/deps.sh bench,
 # which it runs).
@@ -39,7 +40,7 @@ QUICK=0
 DOCS=1
 DURATION=5
 WARMUP=0.5
-ROUNDS=1
+ROUNDS=3
 PYTHON=/usr/bin/python3
 [ -x "$PYTHON" ] || PYTHON=python3
 
@@ -47,7 +48,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) QUICK=1; DOCS=0; DURATION=1; WARMUP=0 ;;
+        --quick) QUICK=1; DOCS=0; DURATION=1; WARMUP=0; ROUNDS=1 ;;
         --no-docs) DOCS=0 ;;
         --build-dir) BUILD="$2"; shift ;;
         --duration) DURATION="$2"; shift ;;
