@@ -7,11 +7,14 @@
 //   kt::spawn        spawns a lambda returning intptr_t as a task.
 //   kt::await_ok     awaits a handle, checks the result code, returns the value.
 //   kt::scaled(n)    n scaled by KIO_STRESS_SCALE (percent, default 100).
+//   kt::count_dir    entries of a /proc directory (threads, fds), and
+//                    thread counts that wait for joined threads to leave.
 //   watchdog         every test gets a deadline (KIO_TEST_WATCHDOG_SEC, default
 //                    120 s): a hang prints the test's name and aborts, instead
 //                    of a silent meson timeout.
 #pragma once
 
+#include <dirent.h>
 #include <gtest/gtest.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -23,6 +26,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -54,6 +58,42 @@ inline uint64_t scale_percent() {
 inline uint64_t scaled(uint64_t n) {
     uint64_t v = n * scale_percent() / 100;
     return v ? v : 1;
+}
+
+// Entries of a directory such as /proc/self/task or /proc/self/fd (not
+// counting the DIR's own fd in the latter); -1 if it cannot be read.
+inline int count_dir(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return -1;
+    int n = 0;
+    while (dirent *e = readdir(d))
+        if (e->d_name[0] != '.') n++;
+    closedir(d);
+    return n - (std::strcmp(path, "/proc/self/fd") == 0 ? 1 : 0);
+}
+
+// The number of threads of this process once it settles at `want` (or after
+// a second). A joined thread leaves /proc/self/task at once on hardware;
+// under qemu-user its host thread may linger briefly after pthread_join.
+inline int threads_settled_at(int want) {
+    int n = count_dir("/proc/self/task");
+    for (uint64_t end = kio_now() + 1 * kSec; n != want && kio_now() < end; n = count_dir("/proc/self/task"))
+        usleep(1000);
+    return n;
+}
+
+// The number of threads of this process once it has not changed for 100 ms
+// (at most 2 s): a baseline that threads joined earlier, which may linger
+// under qemu-user, do not inflate.
+inline int settled_thread_count() {
+    int n = count_dir("/proc/self/task");
+    uint64_t end = kio_now() + 2 * kSec, stable = kio_now();
+    while (kio_now() < end && kio_now() - stable < 100 * kMs) {
+        usleep(1000);
+        int m = count_dir("/proc/self/task");
+        if (m != n) n = m, stable = kio_now();
+    }
+    return n;
 }
 
 // A runtime owned by the test body (which runs as its main fiber).

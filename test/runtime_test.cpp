@@ -1,6 +1,5 @@
 // The runtime's lifecycle: options, create, destroy, kio_current, version and
 // error strings.
-#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -17,47 +16,16 @@
 
 #include "kio_test_util.h"
 
+using kt::count_dir;
 using kt::iv;
 using kt::kHour;
 using kt::kMs;
 using kt::kSec;
+using kt::settled_thread_count;
+using kt::threads_settled_at;
 using kt::vi;
 
 namespace {
-
-int count_dir(const char *path) {
-    DIR *d = opendir(path);
-    if (!d) return -1;
-    int n = 0;
-    while (dirent *e = readdir(d))
-        if (e->d_name[0] != '.') n++;
-    closedir(d);
-    return n - (std::strcmp(path, "/proc/self/fd") == 0 ? 1 : 0);  // the DIR's own fd
-}
-
-// The number of threads of this process once it settles at `want` (or after
-// a second). A joined thread leaves /proc/self/task at once on hardware;
-// under qemu-user its host thread may linger briefly after pthread_join.
-int threads_settled_at(int want) {
-    int n = count_dir("/proc/self/task");
-    for (uint64_t end = kio_now() + 1 * kSec; n != want && kio_now() < end; n = count_dir("/proc/self/task"))
-        usleep(1000);
-    return n;
-}
-
-// The number of threads of this process once it has not changed for 100 ms
-// (at most 2 s): a baseline that threads joined by earlier tests, which may
-// linger under qemu-user, do not inflate.
-int settled_thread_count() {
-    int n = count_dir("/proc/self/task");
-    uint64_t end = kio_now() + 2 * kSec, stable = kio_now();
-    while (kio_now() < end && kio_now() - stable < 100 * kMs) {
-        usleep(1000);
-        int m = count_dir("/proc/self/task");
-        if (m != n) n = m, stable = kio_now();
-    }
-    return n;
-}
 
 int create_with(const kio_options *o, kio_runtime **out) { return kio_runtime_create(o, out); }
 
@@ -764,7 +732,7 @@ TEST(Runtime, CreateDestroy1000TimesLeaksNoThreadsOrFds) {
         ASSERT_EQ(rt.rc(), 0);
     }
     int fds0 = count_dir("/proc/self/fd");
-    int threads0 = count_dir("/proc/self/task");
+    int threads0 = settled_thread_count();
     ASSERT_GT(fds0, 0);
     ASSERT_GT(threads0, 0);
     for (int iter = 0; iter < 1000; iter++) {

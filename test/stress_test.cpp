@@ -1,18 +1,17 @@
 // Stress: large counts, races between workers, repetition. Every test checks
 // an exact total. Counts scale with KIO_STRESS_SCALE (percent, default 100).
-#include <dirent.h>
 #include <pthread.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <cstring>
 #include <random>
 #include <thread>
 #include <vector>
 
 #include "kio_test_util.h"
 
+using kt::count_dir;
 using kt::iv;
 using kt::kHour;
 using kt::kMs;
@@ -22,16 +21,6 @@ using kt::scaled;
 using kt::vi;
 
 namespace {
-
-int count_dir(const char *path) {
-    DIR *d = opendir(path);
-    if (!d) return -1;
-    int n = 0;
-    while (dirent *e = readdir(d))
-        if (e->d_name[0] != '.') n++;
-    closedir(d);
-    return n - (std::strcmp(path, "/proc/self/fd") == 0 ? 1 : 0);
-}
 
 void *ret_arg(void *arg) { return arg; }
 
@@ -725,7 +714,7 @@ TEST(Stress, CreateDestroy1000TimesWithBusyRuntimes) {
         ASSERT_EQ(warm.rc(), 0);
     }
     int fds0 = count_dir("/proc/self/fd");
-    int threads0 = count_dir("/proc/self/task");
+    int threads0 = kt::settled_thread_count();
     const uint64_t n = scaled(1000);
     std::atomic<uint64_t> canceled{0};
     uint64_t expect_canceled = 0;
@@ -775,7 +764,7 @@ TEST(Stress, CreateDestroy1000TimesWithBusyRuntimes) {
     }
     EXPECT_EQ(canceled.load(), expect_canceled);
     EXPECT_EQ(count_dir("/proc/self/fd"), fds0);
-    EXPECT_EQ(count_dir("/proc/self/task"), threads0);
+    EXPECT_EQ(kt::threads_settled_at(threads0), threads0);
 }
 
 // A fiber that wakes another and then never yields: the woken task sits in
