@@ -193,7 +193,6 @@ void cancel_all(Runtime *rt) {
     }
 }
 
-
 }  // namespace kio
 
 using namespace kio;
