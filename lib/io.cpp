@@ -328,6 +328,20 @@ KIO_EXPORT int kio_connect(int fd, const struct sockaddr *addr, socklen_t addrle
     if (!self) {
         ThreadFd t;
         if (int e = thread_enter(fd, &t)) return e;
+        uint64_t deadline = scope_deadline();
+        // Under a deadline, a blocking socket starts its connection in
+        // non-blocking mode, restored right after: connect(2) would sleep
+        // until the handshake ends (minutes, for a peer that drops SYNs),
+        // past the deadline. Nothing else uses a socket that is connecting.
+        int restore = -1;
+        if (deadline) {
+            int fl = fcntl(fd, F_GETFL);
+            if (fl < 0) return -errno;
+            if (!(fl & O_NONBLOCK)) {
+                if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -errno;
+                restore = fl;
+            }
+        }
         int r, e;
         {
             // Counted while in the call: on a blocking socket connect(2)
@@ -336,10 +350,12 @@ KIO_EXPORT int kio_connect(int fd, const struct sockaddr *addr, socklen_t addrle
             r = ::connect(fd, addr, addrlen);
             e = errno;
         }
+        if (restore >= 0) (void)fcntl(fd, F_SETFL, restore);
         if (closed_since(t)) return -EBADF;
         if (r == 0) return 0;
+        // EAGAIN in non-blocking mode is not "in progress" (see below).
         if (e != EINPROGRESS && e != EINTR) return -e;
-        int w = thread_wait(fd, t, POLLOUT, scope_deadline());
+        int w = thread_wait(fd, t, POLLOUT, deadline);
         if (w < 0) return w;
     } else {
         if (self->cancel_pending()) return -ECANCELED;

@@ -1936,6 +1936,41 @@ TEST(SocketPlainThread, DeadlineScopeOnPlainThreadWithBlockingDescriptor) {
     kio_close(sv[1]);
 }
 
+// A connect on a blocking socket is bounded by a plain thread's deadline too:
+// connect(2) itself would sleep until the handshake ends, which never comes
+// from a listener whose accept queue is full. The socket is left in blocking
+// mode, as it was.
+TEST(SocketPlainThread, DeadlineBoundsAConnectOnABlockingSocket) {
+    StuckListener stuck;
+    ASSERT_TRUE(stuck.open()) << "could not fill a listener's accept queue";
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // blocking
+    ASSERT_GE(fd, 0);
+    int keep = dup(fd);
+    ASSERT_GE(keep, 0);
+    // Safety net if the deadline is not honoured: a shutdown (through the
+    // duplicate) ends the connect.
+    Later rescue(3000 * kMs, [&] { (void)shutdown(keep, SHUT_RDWR); });
+    std::atomic<int> r{1};
+    std::atomic<uint64_t> t0{0}, end{0}, d{0};
+    std::thread([&] {
+        sockaddr_in to = loop4(stuck.port);
+        t0 = kio_now();
+        d = t0 + 150 * kMs;
+        kio_deadline_set(d);
+        r = kio_connect(fd, reinterpret_cast<sockaddr *>(&to), sizeof to);
+        end = kio_now();
+        kio_deadline_set(0);
+    }).join();
+    rescue.cancel();
+    EXPECT_EQ(r.load(), -ETIMEDOUT);
+    expect_deadline_bounds(t0, d, end);
+    int fl = fcntl(fd, F_GETFL);
+    ASSERT_GE(fl, 0);
+    EXPECT_FALSE(fl & O_NONBLOCK) << "the socket's mode was not restored";
+    close(keep);
+    EXPECT_EQ(kio_close(fd), 0);
+}
+
 // Urgent (out-of-band) TCP data is a read-direction event: a fiber waiting
 // in kio_poll for POLLPRI is woken by it.
 TEST(SocketPoll, UrgentDataWakesAFiberWaitingForPollpri) {
