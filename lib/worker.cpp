@@ -57,7 +57,8 @@ void fire_all_due(Worker *w) {
     }
 }
 
-// Looks for work for up to kSpinNs. At most half the workers spin at once.
+// Looks for work for up to kSpinNs. Every worker may spin (a spinner saves
+// the producers their doorbell: notify() skips it while anyone spins).
 // A runtime of one worker does not spin: nothing but its own poller (I/O,
 // the doorbell of outside threads) can hand it work, and sleeping in the
 // poller sees that at once, where a spinner would see I/O only at its next
