@@ -220,9 +220,8 @@ void ready(Task *t) {
     else make_ready(rt, w, t);
 }
 
-void submit_new(Runtime *rt, Task *t) {
-    Worker *w = current_worker_fast();
-    if (!(w && w->rt == rt && w->spawned.push(t))) {
+void submit_new(Runtime *rt, Worker *w, Task *t) {
+    if (!(w && w->spawned.push(t))) {
         rt->inject.push(t);
     } else if (no_wakeup_needed(w)) {
         return;

@@ -16,9 +16,9 @@ namespace kio {
 
 namespace {
 
-Task *alloc_task(Runtime *rt) {
-    Worker *w = current_worker_fast();
-    if (w && w->rt == rt) {
+// w: the caller's worker, of rt, or nullptr.
+Task *alloc_task(Runtime *rt, Worker *w) {
+    if (w) {
         if (!w->task_cache) w->ntasks = rt->tasks.take(&w->task_cache, 64);
         Task *t = w->task_cache;
         if (!t) return nullptr;
@@ -30,6 +30,55 @@ Task *alloc_task(Runtime *rt) {
     Task *t = nullptr;
     rt->tasks.take(&t, 1);
     return t;
+}
+
+// Fills in a new task from slot t, stores its handle in *out and queues it.
+// w: the spawner's worker if it belongs to rt, else nullptr. stack: the
+// task's own stack if not of the default size (else empty, given at its
+// first run). Inlined: kio_spawn's constant arguments drop its branches.
+__attribute__((always_inline)) inline void start_task(Runtime *rt, Worker *w, Task *t, kio_fn fn, void *arg, Stack stack, bool pinned,
+                const char *name, kio_task **out) {
+    uint32_t gen = t->gen.load(std::memory_order_relaxed) + 1;
+    t->gen.store(gen, std::memory_order_relaxed);
+    uint64_t id = w ? w->task_ids.take(rt->next_id) : rt->next_id.fetch_add(1, std::memory_order_relaxed);
+    __atomic_store_n(&t->id, id, __ATOMIC_RELAXED);
+    __atomic_store_n(&t->rt, rt, __ATOMIC_RELAXED);
+    t->mutex_owner = 0;
+    t->fn = fn;
+    t->arg = arg;
+    t->result = nullptr;
+    t->sp = nullptr;
+    t->stack = stack;
+    t->home = nullptr;
+    t->pinned = pinned;
+    t->qnext = nullptr;
+    t->state.store(Task::kNew, std::memory_order_relaxed);
+    t->handle.store(Task::handle_word(gen, Task::kLive), std::memory_order_relaxed);
+    // Release: try_ref (kio_cancel_request) that takes a reference on the
+    // new task sees its new gen, so a stale handle fails its check.
+    t->refs.store(2, std::memory_order_release);
+    t->cancel_requested.store(false, std::memory_order_relaxed);
+    t->shielded.store(false, std::memory_order_relaxed);
+    t->deadline = 0;
+    t->stolen_at = 0;
+    t->cq = nullptr;
+    t->waiters = WaitList{};
+    t->cur_wait.store(nullptr, std::memory_order_relaxed);
+    t->name[0] = 0;
+    if (name) {
+        std::strncpy(t->name, name, sizeof t->name - 1);
+        t->name[sizeof t->name - 1] = 0;
+    }
+    t->san = FiberSan{};
+    if (w) Worker::bump(w->nspawned);
+    else rt->foreign_spawned.fetch_add(1, std::memory_order_release);
+    t->magic.store(Task::kMagicLive, std::memory_order_release);
+    // During shutdown children start canceled (destroy's scans also catch
+    // any task this check misses).
+    if (rt->shutting_down.load(std::memory_order_acquire))
+        t->cancel_requested.store(true, std::memory_order_relaxed);
+    *out = to_handle(t);
+    submit_new(rt, w, t);
 }
 
 void free_task(Task *t) {
@@ -243,59 +292,32 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
     // memory is reported here rather than when the task first runs.
     Stack own;
     if (stack_size && !rt->stacks.alloc(stack_size, &own)) return fail(-ENOMEM);
-    Task *t = alloc_task(rt);
+    Worker *w = cw && cw->rt == rt ? cw : nullptr;
+    Task *t = alloc_task(rt, w);
     if (!t) {
         if (stack_size) rt->stacks.free(own);
         return fail(-ENOMEM);
     }
-
-    uint32_t gen = t->gen.load(std::memory_order_relaxed) + 1;
-    t->gen.store(gen, std::memory_order_relaxed);
-    Worker *w = cw && cw->rt == rt ? cw : nullptr;
-    uint64_t id = w ? w->task_ids.take(rt->next_id) : rt->next_id.fetch_add(1, std::memory_order_relaxed);
-    __atomic_store_n(&t->id, id, __ATOMIC_RELAXED);
-    __atomic_store_n(&t->rt, rt, __ATOMIC_RELAXED);
-    t->mutex_owner = 0;
-    t->fn = fn;
-    t->arg = arg;
-    t->result = nullptr;
-    t->sp = nullptr;
-    t->stack = stack_size ? own : Stack{};
-    t->home = nullptr;
-    t->pinned = opts && opts->pinned;
-    t->qnext = nullptr;
-    t->state.store(Task::kNew, std::memory_order_relaxed);
-    t->handle.store(Task::handle_word(gen, Task::kLive), std::memory_order_relaxed);
-    // Release: try_ref (kio_cancel_request) that takes a reference on the
-    // new task sees its new gen, so a stale handle fails its check.
-    t->refs.store(2, std::memory_order_release);
-    t->cancel_requested.store(false, std::memory_order_relaxed);
-    t->shielded.store(false, std::memory_order_relaxed);
-    t->deadline = 0;
-    t->stolen_at = 0;
-    t->cq = nullptr;
-    t->waiters = WaitList{};
-    t->cur_wait.store(nullptr, std::memory_order_relaxed);
-    t->name[0] = 0;
-    if (opts && opts->name) {
-        std::strncpy(t->name, opts->name, sizeof t->name - 1);
-        t->name[sizeof t->name - 1] = 0;
-    }
-    t->san = FiberSan{};
-    if (w) Worker::bump(w->nspawned);
-    else rt->foreign_spawned.fetch_add(1, std::memory_order_release);
-    t->magic.store(Task::kMagicLive, std::memory_order_release);
-    // During shutdown children start canceled (destroy's scans also catch
-    // any task this check misses).
-    if (rt->shutting_down.load(std::memory_order_acquire))
-        t->cancel_requested.store(true, std::memory_order_relaxed);
-    *out = to_handle(t);
-    submit_new(rt, t);
+    start_task(rt, w, t, fn, arg, stack_size ? own : Stack{}, opts && opts->pinned, opts ? opts->name : nullptr, out);
     return 0;
 }
 
-KIO_EXPORT int kio_spawn(kio_runtime *rt, kio_fn fn, void *arg, kio_task **out) noexcept {
-    return kio_spawn_ex(rt, fn, arg, nullptr, out);
+// The common spawn, a fiber's into its own runtime, without kio_spawn_ex's
+// options, outside-call and shutdown checks.
+KIO_EXPORT int kio_spawn(kio_runtime *rth, kio_fn fn, void *arg, kio_task **out) noexcept {
+    Worker *w = current_worker_at_entry();
+    if (KIO_LIKELY(w && fn && out)) {
+        // A fiber of rt may spawn even while rt shuts down (its children
+        // then start canceled: start_task).
+        Runtime *rt = w->rt;
+        if (KIO_LIKELY(!rth || static_cast<Runtime *>(rth) == rt)) {
+            if (Task *t = alloc_task(rt, w)) {
+                start_task(rt, w, t, fn, arg, Stack{}, false, nullptr, out);
+                return 0;
+            }
+        }
+    }
+    return kio_spawn_ex(rth, fn, arg, nullptr, out);
 }
 
 KIO_EXPORT int kio_await(kio_task *h, void **result) noexcept {
