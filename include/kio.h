@@ -37,8 +37,10 @@ extern "C" {
 #endif
 
 /* Every function is noexcept for C++ callers: none throws. */
-#ifdef __cplusplus
+#if defined(__cplusplus) && __cplusplus >= 201103L
 #define KIO_NOEXCEPT noexcept
+#elif defined(__cplusplus)
+#define KIO_NOEXCEPT throw()
 #else
 #define KIO_NOEXCEPT
 #endif
@@ -550,7 +552,7 @@ enum {
 struct kio_stats {
     size_t size;               /* sizeof(struct kio_stats); set by kio_stats_init */
     unsigned workers;          /* worker threads started (including worker 0) */
-    uint64_t tasks_live;       /* spawned and not yet finished */
+    uint64_t tasks_live;       /* spawned, fiber not yet exited */
     uint64_t tasks_ready;      /* queued to run */
     uint64_t switches;         /* context switches so far */
     uint64_t steals;           /* tasks taken from other workers */

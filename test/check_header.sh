@@ -1,6 +1,6 @@
 #!/bin/sh
-# Compiles include/kio.h on its own as strict C99 and as C++11, warnings as
-# errors. Usage: check_header.sh <path/to/kio.h>
+# Compiles include/kio.h on its own as strict C99 and as C++98 and C++11,
+# warnings as errors. Usage: check_header.sh <path/to/kio.h>
 set -eu
 hdr=${1:?usage: check_header.sh path/to/kio.h}
 CC=${CC:-gcc}
@@ -29,11 +29,13 @@ for f in alone.c use.c; do
         status=1
     fi
 done
-for f in alone.cpp use.cpp; do
-    if ! "$CXX" -std=c++11 -Wall -Wextra -Werror -fsyntax-only "$tmp/$f"; then
-        echo "FAIL: $CXX -std=c++11 -Wall -Wextra -Werror ($f)" >&2
-        status=1
-    fi
+for std in c++98 c++11; do
+    for f in alone.cpp use.cpp; do
+        if ! "$CXX" -std=$std -Wall -Wextra -pedantic -Werror -fsyntax-only "$tmp/$f"; then
+            echo "FAIL: $CXX -std=$std -Wall -Wextra -pedantic -Werror ($f)" >&2
+            status=1
+        fi
+    done
 done
-[ $status -eq 0 ] && echo "kio.h compiles as C99 and C++11"
+[ $status -eq 0 ] && echo "kio.h compiles as C99, C++98 and C++11"
 exit $status
