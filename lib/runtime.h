@@ -102,7 +102,9 @@ constexpr uint64_t kBackstopMaxNs = 32 * 1000 * 1000;
 
 // Scheduler entry points (scheduler.cpp).
 void ready(Task *t);                      // a parked fiber may run again (FIFO)
-void submit_new(Runtime *rt, Worker *w, Task *t);  // a spawned task (newest first on w, the spawner's worker of rt or nullptr)
+// A spawned task: newest first on w, the spawner's worker if it belongs to
+// rt, else (w nullptr) through the injection queue.
+void submit_new(Runtime *rt, Worker *w, Task *t);
 void notify(Runtime *rt);                 // new work exists: make sure some worker will look
 void wake_worker(Worker *w);              // ring w if it sleeps
 Task *find_work(Worker *w);               // next fiber to run on w, or nullptr

@@ -1126,6 +1126,24 @@ void expect_times_out(const char *what, uint64_t ms, Op op) {
     EXPECT_EQ(kt::await_ok(t), -ETIMEDOUT) << what;
 }
 
+// The same on a new plain thread: op under a deadline scope of `ms` there
+// gives -ETIMEDOUT within the bounds.
+template <class Op>
+void expect_times_out_on_plain_thread(const char *what, uint64_t ms, Op op) {
+    std::atomic<long> r{1};
+    std::atomic<uint64_t> t0{0}, end{0}, d{0};
+    std::thread([&] {
+        t0 = kio_now();
+        d = t0 + ms * kMs;
+        kio_deadline_set(d);
+        r = op();
+        end = kio_now();
+        kio_deadline_set(0);
+    }).join();
+    EXPECT_EQ(r.load(), -ETIMEDOUT) << what;
+    expect_deadline_bounds(t0, d, end);
+}
+
 }  // namespace
 
 TEST_P(SocketDeadline, ReadAndRecvTimeOutThenTheSocketWorks) {
@@ -1918,20 +1936,11 @@ TEST(SocketPlainThread, DeadlineScopeOnPlainThreadWithBlockingDescriptor) {
     ASSERT_TRUE(unix_pair(sv, /*blocking=*/true));
     // Safety net: unblock the read if the deadline is not honoured.
     Later rescue(1500 * kMs, [&] { (void)!write(sv[1], "late", 4); });
-    std::atomic<long> r{1};
-    std::atomic<uint64_t> t0{0}, end{0}, d{0};
-    std::thread([&] {
+    expect_times_out_on_plain_thread("read", 100, [&] {
         char b[8];
-        t0 = kio_now();
-        d = t0 + 100 * kMs;
-        kio_deadline_set(d);
-        r = long(kio_read(sv[0], b, sizeof b));
-        end = kio_now();
-        kio_deadline_set(0);
-    }).join();
+        return long(kio_read(sv[0], b, sizeof b));
+    });
     rescue.cancel();
-    EXPECT_EQ(r.load(), -ETIMEDOUT);
-    expect_deadline_bounds(t0, d, end);
     kio_close(sv[0]);
     kio_close(sv[1]);
 }
@@ -1950,20 +1959,11 @@ TEST(SocketPlainThread, DeadlineBoundsAConnectOnABlockingSocket) {
     // Safety net if the deadline is not honoured: a shutdown (through the
     // duplicate) ends the connect.
     Later rescue(3000 * kMs, [&] { (void)shutdown(keep, SHUT_RDWR); });
-    std::atomic<int> r{1};
-    std::atomic<uint64_t> t0{0}, end{0}, d{0};
-    std::thread([&] {
-        sockaddr_in to = loop4(stuck.port);
-        t0 = kio_now();
-        d = t0 + 150 * kMs;
-        kio_deadline_set(d);
-        r = kio_connect(fd, reinterpret_cast<sockaddr *>(&to), sizeof to);
-        end = kio_now();
-        kio_deadline_set(0);
-    }).join();
+    sockaddr_in to = loop4(stuck.port);
+    expect_times_out_on_plain_thread("connect", 150, [&] {
+        return long(kio_connect(fd, reinterpret_cast<sockaddr *>(&to), sizeof to));
+    });
     rescue.cancel();
-    EXPECT_EQ(r.load(), -ETIMEDOUT);
-    expect_deadline_bounds(t0, d, end);
     int fl = fcntl(fd, F_GETFL);
     ASSERT_GE(fl, 0);
     EXPECT_FALSE(fl & O_NONBLOCK) << "the socket's mode was not restored";
