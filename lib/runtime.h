@@ -99,7 +99,6 @@ inline uint64_t after_backup_grace(uint64_t deadline) {
 constexpr uint64_t kBackstopNs = 2 * 1000 * 1000;
 constexpr uint64_t kBackstopMaxNs = 32 * 1000 * 1000;
 
-
 // Scheduler entry points (scheduler.cpp).
 void ready(Task *t);                      // a parked fiber may run again (FIFO)
 // A spawned task: newest first on w, the spawner's worker if it belongs to
