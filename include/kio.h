@@ -440,14 +440,15 @@ KIO_API int kio_poll(int fd, short events, uint64_t deadline) KIO_NOEXCEPT;
 KIO_API int kio_socket(int domain, int type, int protocol) KIO_NOEXCEPT;
 
 /* Wakes every fiber parked on fd with -EBADF, drops kio's registrations for
- * it, then closes it. Plain threads blocked on a socket in a kio call (in its
- * wait or in the system call) are woken too with -EBADF (the socket is shut
- * down first, and kio_close waits, at most 1 s, until they have stopped
- * waiting; not on sockets without shutdown(2), such as netlink, nor on
- * pipes). Returns 0 or the error of
- * close(2). Use it instead of close(2) for descriptors used with kio: a
- * descriptor closed behind kio's back keeps stale state until a kio call
- * creates a descriptor with that number again. Not a cancellation point. */
+ * it, then closes it. Plain threads waiting for fd in a kio call are woken
+ * too with -EBADF (through a doorbell polled beside fd), and so are those
+ * blocked inside the system call on a socket (the socket is shut down first,
+ * and kio_close waits, at most 1 s, until they have stopped waiting; not on
+ * sockets without shutdown(2), such as netlink, nor on other descriptors,
+ * such as a blocking pipe). Returns 0 or the error of close(2). Use it
+ * instead of close(2) for descriptors used with kio: a descriptor closed
+ * behind kio's back keeps stale state until a kio call creates a descriptor
+ * with that number again. Not a cancellation point. */
 KIO_API int kio_close(int fd) KIO_NOEXCEPT;
 
 /* A listening TCP socket bound to host:port (host NULL or "" = any address;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -184,6 +185,8 @@ Waiter *fd_closing(FdState *st) {
         wk->poller.remove(st->fd);
         st->registered = nullptr;
     }
+    static const uint64_t one = 1;
+    for (ThreadBell *tb = st->bells; tb; tb = tb->next) (void)!::write(tb->ring_fd, &one, sizeof one);
     Waiter *a = claim_all(st->readers, false, -EBADF);
     Waiter *b = claim_all(st->writers, false, -EBADF);
     if (!a) return b;
@@ -196,6 +199,22 @@ Waiter *fd_closing(FdState *st) {
 void fd_closed(FdState *st) {
     LockGuard<SpinLock> g(st->lock);
     st->closing--;
+}
+
+void fd_add_bell(FdState *st, ThreadBell *b) {
+    LockGuard<SpinLock> g(st->lock);
+    b->next = st->bells;
+    st->bells = b;
+}
+
+void fd_remove_bell(FdState *st, ThreadBell *b) {
+    LockGuard<SpinLock> g(st->lock);
+    for (ThreadBell **p = &st->bells; *p; p = &(*p)->next) {
+        if (*p == b) {
+            *p = b->next;
+            return;
+        }
+    }
 }
 
 void fd_forget_runtime(Runtime *rt) {

@@ -29,6 +29,14 @@ namespace kio {
 struct Runtime;
 struct Worker;
 
+// A plain thread's doorbell, registered with the descriptor while the thread
+// waits for it in poll(2) (io.cpp), which polls the doorbell too: kio_close
+// rings it, because close(2) does not end a poll(2) on another thread.
+struct ThreadBell {
+    int ring_fd;  // write 8 bytes here to ring
+    ThreadBell *next;
+};
+
 struct FdState {
     SpinLock lock;
     int fd = -1;
@@ -48,6 +56,7 @@ struct FdState {
     // if the number is open again. seq_cst with thread_waiters: either the
     // closer sees the waiter or the waiter sees the bump.
     std::atomic<uint32_t> close_count{0};
+    ThreadBell *bells = nullptr;  // under lock: plain threads in poll(2) on it
     WaitList readers, writers;
 };
 
@@ -102,13 +111,16 @@ void fd_note_read(FdState *st, uint32_t seen_in, long r, size_t len);
 int fd_wait(FdState *st, Direction dir, uint64_t deadline, FdSeq seen, uint32_t closes, bool both = false);
 
 // kio_close's steps around close(2): wake and mark closed (returns whom to
-// wake), then say close(2) returned.
+// wake; rings the doorbells of plain threads waiting in poll(2)), then say
+// close(2) returned.
 Waiter *fd_closing(FdState *st);
+// A plain thread's doorbell joins or leaves st's (see ThreadBell).
+void fd_add_bell(FdState *st, ThreadBell *b);
+void fd_remove_bell(FdState *st, ThreadBell *b);
 void fd_closed(FdState *st);
 
 // Routes poller events to the waiters they concern (called by workers).
 void fd_dispatch(Worker *w, const PollEvent *events, int n);
-
 
 // Forgets registrations held by the workers of rt (its pollers are closing);
 // other runtimes' fibers waiting on those descriptors retry.

@@ -6,6 +6,9 @@
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#if defined(__linux__)
+#include <sys/eventfd.h>
+#endif
 #include <unistd.h>
 
 #include <cerrno>
@@ -55,8 +58,69 @@ struct ThreadCount {
     ThreadCount &operator=(const ThreadCount &) = delete;
 };
 
+// The calling plain thread's doorbell: an eventfd (a pipe without eventfd),
+// made at its first wait and closed when it exits. poll_fd is -1 if it could
+// not be made (no descriptors left): kio_close then wakes the thread only on
+// a socket (by shutting it down).
+struct Doorbell {
+    int poll_fd = -1, ring_fd = -1;
+    Doorbell() {
+#if defined(__linux__)
+        poll_fd = ring_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+#else
+        int p[2];
+        if (::pipe(p) == 0) {
+            for (int d : p) {
+                fcntl(d, F_SETFD, FD_CLOEXEC);
+                fcntl(d, F_SETFL, fcntl(d, F_GETFL) | O_NONBLOCK);
+            }
+            poll_fd = p[0];
+            ring_fd = p[1];
+        }
+#endif
+    }
+    ~Doorbell() {
+        if (ring_fd != poll_fd) ::close(ring_fd);
+        if (poll_fd >= 0) ::close(poll_fd);
+    }
+    Doorbell(const Doorbell &) = delete;
+    Doorbell &operator=(const Doorbell &) = delete;
+    void drain() {
+        uint64_t v;
+        while (::read(poll_fd, &v, sizeof v) > 0) {
+        }
+    }
+};
+
+Doorbell &thread_doorbell() {
+    thread_local Doorbell bell;
+    return bell;
+}
+
+// The thread's doorbell, registered with st for the scope (see ThreadBell).
+struct BellScope {
+    FdState *st;
+    Doorbell *bell = nullptr;
+    ThreadBell node{-1, nullptr};
+    explicit BellScope(FdState *s) : st(s) {
+        Doorbell &b = thread_doorbell();
+        if (!st || b.poll_fd < 0) return;
+        bell = &b;
+        node.ring_fd = b.ring_fd;
+        fd_add_bell(st, &node);
+    }
+    ~BellScope() {
+        if (bell) fd_remove_bell(st, &node);
+    }
+    BellScope(const BellScope &) = delete;
+    BellScope &operator=(const BellScope &) = delete;
+};
+
 int thread_wait(int fd, const ThreadFd &t, short events, uint64_t deadline) {
     ThreadCount count(t.st);
+    // Registered before the first look at the close count: a kio_close from
+    // then on rings it (fd_closing rings under the lock that registers it).
+    BellScope bell(t.st);
     for (;;) {
         if (closed_since(t)) return -EBADF;
         // Readiness wins over an expired deadline, as in a fiber's wait.
@@ -65,11 +129,12 @@ int thread_wait(int fd, const ThreadFd &t, short events, uint64_t deadline) {
             uint64_t now = now_ns();
             timeout = now >= deadline ? 0 : int((deadline - now + 999999) / 1000000);
         }
-        pollfd p{fd, events, 0};
-        int r = ::poll(&p, 1, timeout);
+        pollfd p[2] = {{fd, events, 0}, {bell.bell ? bell.bell->poll_fd : -1, POLLIN, 0}};
+        int r = ::poll(p, bell.bell ? 2 : 1, timeout);
         int e = errno;
         if (closed_since(t)) return -EBADF;  // woken by kio_close
-        if (r > 0) return (p.revents & POLLNVAL) ? -EBADF : p.revents;
+        if (r > 0 && p[1].revents) bell.bell->drain();  // a ring meant for an earlier wait
+        if (r > 0 && p[0].revents) return (p[0].revents & POLLNVAL) ? -EBADF : p[0].revents;
         if (r < 0 && e != EINTR) return -e;
         if (deadline && now_ns() >= deadline) return -ETIMEDOUT;
     }
@@ -425,12 +490,12 @@ KIO_EXPORT int kio_socket(int domain, int type, int protocol) noexcept {
 #endif
 }
 
-// Plain threads block in poll(2), which close(2) does not wake; for a
-// socket, shutting it down does (they then see the close count moved and
-// return -EBADF). Waits (at most 1 s) until they have left poll(2): after
-// close(2) the number may name a new descriptor at once, and poll(2) looks
-// the number up again when it wakes. ENOTCONN (an unconnected socket) still
-// wakes them on Linux.
+// Plain threads in poll(2) were woken by their doorbells (fd_closing); those
+// inside the system call on a blocking socket are woken by shutting it down
+// (they then see the close count moved and return -EBADF). Waits (at most
+// 1 s) until they have left their call: after close(2) the number may name a
+// new descriptor at once, which a blocked read would then read from.
+// ENOTCONN (an unconnected socket) still wakes them on Linux.
 static void wake_threads(FdState *st, int fd) {
     if (::shutdown(fd, SHUT_RDWR) < 0 && errno != ENOTCONN) return;
     uint64_t give_up = now_ns() + 1000000000ull;

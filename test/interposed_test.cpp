@@ -73,13 +73,14 @@ extern "C" ssize_t read(int fd, void *buf, size_t n) {
 
 std::atomic<int> poll_target{-1};
 
-// Once poll reports poll_target readable, takes the datagram itself.
+// Once poll reports poll_target readable, takes the datagram itself (a
+// plain thread polls the descriptor first, then its doorbell).
 extern "C" int poll(struct pollfd *fds, nfds_t n, int timeout) {
     using Fn = int (*)(struct pollfd *, nfds_t, int);
     static Fn real = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, "poll"));
     int r = real(fds, n, timeout);
     int e = errno;
-    if (r > 0 && n == 1 && fds[0].fd == poll_target.load() && (fds[0].revents & POLLIN)) {
+    if (r > 0 && n >= 1 && fds[0].fd == poll_target.load() && (fds[0].revents & POLLIN)) {
         poll_target = -1;
         char b[16];
         (void)!recv(fds[0].fd, b, sizeof b, MSG_DONTWAIT);

@@ -1759,6 +1759,58 @@ TEST(SocketPlainThread, CloseWakesAPlainThreadInsideABlockingConnect) {
     close(l);
 }
 
+// A pipe cannot be shut down: kio_close wakes a plain thread waiting on it in
+// poll(2) through the thread's doorbell, polled beside the descriptor.
+TEST(SocketPlainThread, CloseWakesPlainThreadsPollingAPipe) {
+    enum Kind { kRead, kPoll, kWriteFull, kBlockingReadUnderDeadline };
+    const char *names[] = {"read on a pipe", "kio_poll on a pipe", "write to a full pipe",
+                           "read on a blocking pipe under a deadline"};
+    for (Kind k : {kRead, kPoll, kWriteFull, kBlockingReadUnderDeadline}) {
+        int p[2];
+        ASSERT_EQ(pipe2(p, k == kBlockingReadUnderDeadline ? O_CLOEXEC : O_CLOEXEC | O_NONBLOCK), 0);
+        if (k == kWriteFull) {
+            char junk[4096] = {0};
+            while (write(p[1], junk, sizeof junk) > 0) {
+            }
+        }
+        int fd = k == kWriteFull ? p[1] : p[0];
+        int other = k == kWriteFull ? p[0] : p[1];
+        std::atomic<long> r{1};
+        std::atomic<int> started{0};
+        std::atomic<uint64_t> woke{0};
+        std::thread th([&] {
+            char b[8] = {0};
+            started = 1;
+            if (k == kBlockingReadUnderDeadline) kio_deadline_set(kio_now() + 10 * kSec);
+            if (k == kRead || k == kBlockingReadUnderDeadline) r = long(kio_read(fd, b, sizeof b));
+            else if (k == kPoll) r = kio_poll(fd, POLLIN, 0);
+            else r = long(kio_write(fd, b, sizeof b));
+            kio_deadline_set(0);
+            woke = kio_now();
+        });
+        while (!started.load()) usleep(1000);
+        usleep(50 * 1000);  // in poll(2) now
+        // Safety net if the close does not wake it: activity on the pipe
+        // makes poll(2) look again, and see the number closed.
+        Later rescue(1500 * kMs, [&] {
+            char b[4096];
+            if (k == kWriteFull) (void)!read(other, b, sizeof b);
+            else (void)!write(other, "x", 1);
+        });
+        uint64_t t0 = kio_now();
+        EXPECT_EQ(kio_close(fd), 0) << names[k];
+        th.join();
+        rescue.cancel();
+        if (woke.load() < t0) {
+            ADD_FAILURE() << names[k] << ": the call returned " << r.load() << " before kio_close";
+        } else {
+            EXPECT_LT(woke.load() - t0, kt::prompt(1 * kSec)) << names[k] << ": the thread was not woken by kio_close";
+        }
+        EXPECT_EQ(r.load(), -EBADF) << names[k];
+        close(other);
+    }
+}
+
 // Under a deadline, a plain thread's call that cannot succeed fails at once
 // instead of waiting out the deadline for readiness.
 TEST(SocketPlainThread, DeadlineDoesNotDelayCallsThatFailAtOnce) {
