@@ -36,8 +36,8 @@ Task *alloc_task(Runtime *rt, Worker *w) {
 // w: the spawner's worker if it belongs to rt, else nullptr. stack: the
 // task's own stack if not of the default size (else empty, given at its
 // first run). Inlined: kio_spawn's constant arguments drop its branches.
-__attribute__((always_inline)) inline void start_task(Runtime *rt, Worker *w, Task *t, kio_fn fn, void *arg, Stack stack, bool pinned,
-                const char *name, kio_task **out) {
+__attribute__((always_inline)) inline void start_task(Runtime *rt, Worker *w, Task *t, kio_fn fn, void *arg,
+                                                      Stack stack, bool pinned, const char *name, kio_task **out) {
     uint32_t gen = t->gen.load(std::memory_order_relaxed) + 1;
     t->gen.store(gen, std::memory_order_relaxed);
     uint64_t id = w ? w->task_ids.take(rt->next_id) : rt->next_id.fetch_add(1, std::memory_order_relaxed);
@@ -306,7 +306,7 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
 // options, outside-call and shutdown checks.
 KIO_EXPORT int kio_spawn(kio_runtime *rth, kio_fn fn, void *arg, kio_task **out) noexcept {
     Worker *w = current_worker_at_entry();
-    if (KIO_LIKELY(w && fn && out)) {
+    if (KIO_LIKELY(w && w->current && fn && out)) {
         // A fiber of rt may spawn even while rt shuts down (its children
         // then start canceled: start_task).
         Runtime *rt = w->rt;
