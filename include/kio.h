@@ -396,8 +396,9 @@ KIO_API uint64_t kio_deadline_get(void) KIO_NOEXCEPT;
  * waiting on the same descriptor and direction share one registration. The
  * descriptor is switched to non-blocking mode on first use. On a plain thread
  * the call blocks the thread and the descriptor keeps its mode (a deadline
- * bounds it on sockets, which are then called with MSG_DONTWAIT, but not an
- * accept on a blocking socket: docs/api.md).
+ * bounds it on sockets, which are then called with MSG_DONTWAIT, and on
+ * pipes, where a write then moves at most PIPE_BUF bytes, but not an accept
+ * on a blocking socket: docs/api.md).
  *
  * All of them are cancellation points and honour the deadline (-ETIMEDOUT).
  * Errors besides the system call's own: -EBADF (invalid or closed with

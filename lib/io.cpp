@@ -199,8 +199,22 @@ bool is_socket(int fd) {
 // -1); extra is 0, or MSG_DONTWAIT for a plain thread's call on a blocking
 // socket under a deadline (another thread may take what poll(2) reported, and
 // a blocking call would then outlast the deadline): socket calls add it to
-// their flags. read_len > 0: op is a plain read of that many bytes, which may
+// their flags; or kPipeBufWrite for its write to a blocking pipe. read_len > 0: op is a plain read of that many bytes, which may
 // skip the system call while the descriptor is drained (fd.h).
+// `extra` for a write to a pipe in blocking mode under a deadline: at most
+// PIPE_BUF bytes, which fit once poll(2) says it is writable, so the write
+// does not sleep past the deadline (a short count instead). Not a MSG_ flag:
+// only non-socket writes see it.
+constexpr int kPipeBufWrite = 1 << 30;
+
+bool is_pipe(int fd) {
+    struct stat sb;
+    return fstat(fd, &sb) == 0 && S_ISFIFO(sb.st_mode);
+}
+
+// The length a write of len bytes may use (see kPipeBufWrite).
+size_t write_len(size_t len, int extra) { return (extra & kPipeBufWrite) && len > PIPE_BUF ? PIPE_BUF : len; }
+
 template <class Op>
 long io_loop(int fd, Direction dir, Op op, size_t read_len = 0) {
     Task *self = current_task();
@@ -221,6 +235,7 @@ long io_loop(int fd, Direction dir, Op op, size_t read_len = 0) {
             if (fl < 0) return -errno;
             wait_first = !(fl & O_NONBLOCK);
             if (wait_first && is_socket(fd)) extra = MSG_DONTWAIT;
+            else if (wait_first && dir == kOut && is_pipe(fd)) extra = kPipeBufWrite;
         }
         for (;;) {
             if (wait_first) {
@@ -282,7 +297,7 @@ KIO_EXPORT ssize_t kio_read(int fd, void *buf, size_t len) noexcept {
 KIO_EXPORT ssize_t kio_write(int fd, const void *buf, size_t len) noexcept {
     if (null_buf(buf, len)) return -EINVAL;
     return io_loop(fd, kOut, [&](int extra) {
-        return is_socket(fd) ? ::send(fd, buf, len, MSG_NOSIGNAL | extra) : ::write(fd, buf, len);
+        return is_socket(fd) ? ::send(fd, buf, len, MSG_NOSIGNAL | extra) : ::write(fd, buf, write_len(len, extra));
     });
 }
 
@@ -295,6 +310,24 @@ static bool bad_iov(const struct iovec *iov, int iovcnt) {
     for (int i = 0; i < iovcnt; i++)
         if (null_buf(iov[i].iov_base, iov[i].iov_len)) return true;
     return false;
+}
+
+// writev(2) of at most write_len of the vector's bytes: the leading entries
+// that fit, the last one cut (at most 64 entries then; a short count).
+static long writev_capped(int fd, const struct iovec *iov, int iovcnt, int extra) {
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
+    size_t cap = write_len(total, extra);
+    if (cap == total) return ::writev(fd, iov, iovcnt);
+    struct iovec part[64];
+    int n = 0;
+    for (int i = 0; i < iovcnt && cap > 0 && n < 64; i++) {
+        part[n] = iov[i];
+        if (part[n].iov_len > cap) part[n].iov_len = cap;
+        cap -= part[n].iov_len;
+        n++;
+    }
+    return ::writev(fd, part, n);
 }
 
 KIO_EXPORT ssize_t kio_readv(int fd, const struct iovec *iov, int iovcnt) noexcept {
@@ -313,7 +346,7 @@ KIO_EXPORT ssize_t kio_readv(int fd, const struct iovec *iov, int iovcnt) noexce
 KIO_EXPORT ssize_t kio_writev(int fd, const struct iovec *iov, int iovcnt) noexcept {
     if (bad_iov(iov, iovcnt)) return -EINVAL;
     return io_loop(fd, kOut, [&](int extra) -> long {
-        if (!is_socket(fd)) return ::writev(fd, iov, iovcnt);
+        if (!is_socket(fd)) return writev_capped(fd, iov, iovcnt, extra);
         msghdr m{};
         m.msg_iov = const_cast<iovec *>(iov);
         m.msg_iovlen = size_t(iovcnt);

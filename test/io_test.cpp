@@ -2023,6 +2023,60 @@ TEST(SocketPlainThread, DeadlineBoundsAConnectOnABlockingSocket) {
     EXPECT_EQ(kio_close(fd), 0);
 }
 
+// A blocking pipe that nobody reads: poll(2) says writable while any room is
+// left, and a write larger than that room would sleep in write(2) past the
+// deadline. Under a deadline a plain thread's write there moves at most
+// PIPE_BUF bytes per call (a short count), so a loop that writes everything
+// fills the pipe, then gets -ETIMEDOUT at the deadline.
+TEST(SocketPlainThread, DeadlineBoundsLargeWritesToABlockingPipe) {
+    for (bool vectored : {false, true}) {
+        const char *what = vectored ? "kio_writev" : "kio_write";
+        int p[2];
+        ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);  // blocking
+        int keep = dup(p[0]);
+        ASSERT_GE(keep, 0);
+        // Safety net if the deadline is not honoured: drain the pipe until
+        // the writer stops.
+        std::atomic<bool> stop{false};
+        Later rescue(3000 * kMs, [&] {
+            fcntl(keep, F_SETFL, O_NONBLOCK);
+            char b[65536];
+            while (!stop.load()) {
+                (void)!read(keep, b, sizeof b);
+                usleep(1000);
+            }
+        });
+        std::atomic<long> total{0};
+        expect_times_out_on_plain_thread(what, 150, [&] {
+            static char big[1 << 20];
+            for (;;) {
+                long r;
+                if (vectored) {
+                    iovec v[2] = {{big, sizeof big / 2}, {big + sizeof big / 2, sizeof big / 2}};
+                    r = long(kio_writev(p[1], v, 2));
+                } else {
+                    r = long(kio_write(p[1], big, sizeof big));
+                }
+                if (r <= 0) return r;
+                EXPECT_LE(r, long(PIPE_BUF)) << what;
+                total += r;
+            }
+        });
+        stop = true;
+        rescue.cancel();
+        // Every byte reported written is in the pipe.
+        fcntl(p[0], F_SETFL, O_NONBLOCK);
+        long got = 0;
+        char b[65536];
+        for (ssize_t n; (n = read(p[0], b, sizeof b)) > 0;) got += n;
+        EXPECT_GT(total.load(), 0) << what;
+        EXPECT_EQ(got, total.load()) << what;
+        close(keep);
+        close(p[0]);
+        close(p[1]);
+    }
+}
+
 // Urgent (out-of-band) TCP data is a read-direction event: a fiber waiting
 // in kio_poll for POLLPRI is woken by it.
 TEST(SocketPoll, UrgentDataWakesAFiberWaitingForPollpri) {
