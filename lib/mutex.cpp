@@ -2,9 +2,12 @@
 // hand-off.
 //
 // Lock: one CAS when free. Otherwise, if the holder is running (on another
-// worker) and this worker has nothing else to run, the locker spins a little:
-// the holder will most likely let go within a few hundred nanoseconds. Then
-// it parks at the back of the FIFO queue.
+// worker), the locker spins a little: the holder will most likely let go
+// within a few hundred nanoseconds. Then it parks at the back of the FIFO
+// queue. It spins even when its worker has other fibers to run: a park and
+// the wakeup that follows cost far more than the spin (8 tasks x 1M
+// increments on 2 workers: 27 -> 20 ns per lock; 100 tasks holding the
+// mutex 50 ns between 200 ns of other work: 59 -> 36 ms).
 //
 // Unlock serves the queue front first, in one of two ways:
 //   hand-off  ownership passes straight to the first waiter, which cannot be
@@ -224,10 +227,10 @@ void serve_waiters(M *m) {
     if (wake) wake_claimed(wake);
 }
 
-// Spins for the mutex while that looks worthwhile: the worker has nothing
-// else to run and the holder is running. While spinning with waiters queued,
-// the spinner owns kWoken, so unlocks need not wake a waiter that would only
-// compete with it. *woken: whether the caller owns kWoken (in and out).
+// Spins for the mutex while that looks worthwhile: the holder is running.
+// While spinning with waiters queued, the spinner owns kWoken, so unlocks
+// need not wake a waiter that would only compete with it. *woken: whether the
+// caller owns kWoken (in and out).
 bool spin_acquire(M *m, uintptr_t me, bool *woken) {
     for (int i = 0;; i++) {
         uintptr_t s = m->state.load(std::memory_order_relaxed);
@@ -240,10 +243,6 @@ bool spin_acquire(M *m, uintptr_t me, bool *woken) {
             }
         }
         if (i == kSpinTries || !owner_running(m)) return false;
-        if (i == 0 && !*woken) {  // a woken waiter spins anyway: its turn has come
-            Worker *w = current_worker();
-            if (w && w->has_local_work()) return false;
-        }
         if (!*woken && (s & M::kQueued) && !(s & (M::kWoken | M::kQLock)) &&
             m->state.compare_exchange_weak(s, s | M::kWoken, std::memory_order_relaxed))
             *woken = true;
