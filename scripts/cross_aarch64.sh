@@ -200,7 +200,7 @@ quiet ninja -C "$BUILD" -j "$JOBS"
 # --- 3. what was built -------------------------------------------------------------
 status=0
 lib=$(find "$BUILD" -maxdepth 1 -name 'libkio.so.*.*.*' -type f | head -n1)
-if file -b "$lib" | grep -q 'ELF 64-bit LSB shared object, ARM aarch64'; then
+if grep -q 'ELF 64-bit LSB shared object, ARM aarch64' <<<"$(file -b "$lib")"; then
     echo "ok: $lib: $(file -b "$lib" | cut -d, -f1-2)"
 else
     echo "FAIL: $lib is not an aarch64 shared object: $(file -b "$lib")"; status=1
@@ -210,17 +210,17 @@ if [ -z "$obj" ]; then
     echo "FAIL: no object of asm/switch_aarch64_aapcs.S in $BUILD"; status=1
 else
     for s in kio_ctx_switch kio_ctx_entry; do
-        if readelf -sW "$obj" | grep -qE "FUNC +GLOBAL +HIDDEN .* $s\$"; then
+        if grep -qE "FUNC +GLOBAL +HIDDEN .* $s\$" <<<"$(readelf -sW "$obj")"; then
             echo "ok: $s is a GLOBAL HIDDEN FUNC"
         else
             echo "FAIL: $obj: $s is not a GLOBAL HIDDEN FUNC"; status=1
         fi
     done
-    readelf -SW "$obj" | grep -q '\.eh_frame' || { echo "FAIL: $obj: no .eh_frame"; status=1; }
-    readelf -SW "$obj" | grep -q '\.note\.GNU-stack' || { echo "FAIL: $obj: no .note.GNU-stack"; status=1; }
+    grep -q '\.eh_frame' <<<"$(readelf -SW "$obj")" || { echo "FAIL: $obj: no .eh_frame"; status=1; }
+    grep -q '\.note\.GNU-stack' <<<"$(readelf -SW "$obj")" || { echo "FAIL: $obj: no .note.GNU-stack"; status=1; }
     # The entry trampoline's FDE marks the return address (x30) undefined, so
     # unwinders stop at the bottom of a fiber stack.
-    if readelf --debug-dump=frames "$obj" | grep -q 'DW_CFA_undefined: r30'; then
+    if grep -q 'DW_CFA_undefined: r30' <<<"$(readelf --debug-dump=frames "$obj")"; then
         echo "ok: kio_ctx_entry ends the unwind chain (DW_CFA_undefined r30)"
     else
         echo "FAIL: $obj: kio_ctx_entry lost .cfi_undefined x30"; status=1

@@ -112,12 +112,12 @@ if command -v clang >/dev/null; then
 fi
 for obj in "$asm_dir"/*-elf-*.o; do
     for s in kio_ctx_switch kio_ctx_entry; do
-        if ! readelf -sW "$obj" | grep -qE "FUNC +GLOBAL +HIDDEN .* $s\$"; then
+        if ! grep -qE "FUNC +GLOBAL +HIDDEN .* $s\$" <<<"$(readelf -sW "$obj")"; then
             echo "FAIL: $obj: $s is not a GLOBAL HIDDEN FUNC"; status=1
         fi
     done
-    if ! readelf -SW "$obj" | grep -q '\.eh_frame'; then echo "FAIL: $obj: no .eh_frame"; status=1; fi
-    if ! readelf -SW "$obj" | grep -q '\.note\.GNU-stack'; then echo "FAIL: $obj: no .note.GNU-stack"; status=1; fi
+    if ! grep -q '\.eh_frame' <<<"$(readelf -SW "$obj")"; then echo "FAIL: $obj: no .eh_frame"; status=1; fi
+    if ! grep -q '\.note\.GNU-stack' <<<"$(readelf -SW "$obj")"; then echo "FAIL: $obj: no .note.GNU-stack"; status=1; fi
 done
 
 if [ "$macho" = 1 ] && command -v clang >/dev/null && command -v llvm-nm >/dev/null; then
@@ -136,7 +136,7 @@ if [ "$macho" = 1 ] && command -v clang >/dev/null && command -v llvm-nm >/dev/n
         # only __eh_frame, which ld64 turns into unwind info.
         grep -q __eh_frame <<<"$sects" || { echo "FAIL: $obj: no __eh_frame"; status=1; }
         # The trampoline's FDE must keep the "return address undefined" rule.
-        llvm-dwarfdump --eh-frame "$obj" | grep -qE 'DW_CFA_undefined: (RIP|W30)' \
+        grep -qE 'DW_CFA_undefined: (RIP|W30)' <<<"$(llvm-dwarfdump --eh-frame "$obj")" \
             || { echo "FAIL: $obj: kio_ctx_entry lost .cfi_undefined"; status=1; }
     done
 fi

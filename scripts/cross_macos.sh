@@ -184,8 +184,8 @@ for arch in "${targets[@]}"; do
                 && echo "ok: $s is a private external in __TEXT,__text" \
                 || { echo "FAIL: $obj: $s missing or not private extern"; fail=1; }
         done
-        llvm-objdump -h "$obj" | grep -q __eh_frame || { echo "FAIL: $obj: no __eh_frame"; fail=1; }
-        if llvm-dwarfdump --eh-frame "$obj" | grep -qE 'DW_CFA_undefined: (RIP|W30|reg16|reg30)'; then
+        grep -q __eh_frame <<<"$(llvm-objdump -h "$obj")" || { echo "FAIL: $obj: no __eh_frame"; fail=1; }
+        if grep -qE 'DW_CFA_undefined: (RIP|W30|reg16|reg30)' <<<"$(llvm-dwarfdump --eh-frame "$obj")"; then
             echo "ok: kio_ctx_entry ends the unwind chain (DW_CFA_undefined)"
         else
             echo "FAIL: $obj: kio_ctx_entry lost .cfi_undefined"; fail=1

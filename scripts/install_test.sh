@@ -109,7 +109,7 @@ fi
 # 'exports' test of the test suite is the one that enforces this).
 missing=""
 for f in $(sed -n 's/^KIO_API[^(]*[ *]\(kio_[a-z0-9_]*\)(.*/\1/p' include/kio.h); do
-    printf '%s\n' "$syms" | grep -qx "$f" || missing="$missing $f"
+    grep -qx "$f" <<<"$syms" || missing="$missing $f"
 done
 [ -z "$missing" ] || echo "  note: declared in kio.h but not exported:$missing"
 
@@ -129,7 +129,7 @@ if [ -x "$tmp/demo" ]; then
     if out=$(LD_LIBRARY_PATH="$libdir" timeout 120 "$tmp/demo" 2>&1); then
         ok "demo runs (exit 0)"
         printf '%s\n' "$out" | sed 's/^/    | /'
-        printf '%s\n' "$out" | grep -q "kio $version" || bad "demo did not report kio $version"
+        grep -q "kio $version" <<<"$out" || bad "demo did not report kio $version"
     else
         printf '%s\n' "$out" | sed 's/^/    | /'
         bad "demo failed"

@@ -104,12 +104,12 @@ start http_server "$HTTP_SERVER" 0 2 127.0.0.1
 URL="http://127.0.0.1:$PORT/"
 
 out=$(curl -s -i --max-time 10 "$URL") || fail "curl $URL"
-status=$(printf '%s\n' "$out" | head -1 | tr -d '\r')
+status=$(head -1 <<<"$out" | tr -d '\r')
 body=$(printf '%s' "$out" | sed '1,/^\r$/d')
 [[ "$status" == "HTTP/1.1 200 OK" ]] || fail "GET /: status line '$status'"
 [ "$body" = "Hello, World!" ] || fail "GET /: body '$body'"
-printf '%s\n' "$out" | grep -qi '^Content-Length: 13' || fail "GET /: no Content-Length: 13"
-printf '%s\n' "$out" | grep -qi '^Content-Type: text/plain' || fail "GET /: no Content-Type"
+grep -qi '^Content-Length: 13' <<<"$out" || fail "GET /: no Content-Length: 13"
+grep -qi '^Content-Type: text/plain' <<<"$out" || fail "GET /: no Content-Type"
 echo "http: GET / -> 200, body 'Hello, World!'"
 
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "${URL}nope") || fail "curl /nope"
@@ -123,7 +123,7 @@ grep -q 'Re-using existing connection' "$TMP/curl.err" || fail "keep-alive: curl
 echo "http: two GETs over one connection"
 
 out=$(curl -s -i --max-time 10 -H 'Connection: close' "$URL") || fail "curl Connection: close"
-printf '%s\n' "$out" | grep -qi '^Connection: close' || fail "Connection: close not acknowledged"
+grep -qi '^Connection: close' <<<"$out" || fail "Connection: close not acknowledged"
 echo "http: Connection: close honoured"
 
 wrk -t1 -c64 -d5s "$URL" > "$TMP/wrk.out" 2>&1 || fail "wrk exited with an error: $(cat "$TMP/wrk.out")"
