@@ -37,6 +37,7 @@ struct Runtime : kio_runtime {
     std::atomic<int> nspinning{0};               // workers looking for work without sleeping
     std::atomic<int> nsleeping{0};               // workers blocked (or about to) in their poller
     std::atomic<int> nsleeping_unbounded{0};     // those of them without a backstop timeout
+    std::atomic<int> nsleeping_reluctant{0};     // those of them reluctant to take fresh tasks
 
     TaskQueue inject;                            // work from plain threads, ring overflow
     StackPool stacks;
@@ -98,6 +99,10 @@ inline uint64_t after_backup_grace(uint64_t deadline) {
 // a few wakeups per second, not hundreds).
 constexpr uint64_t kBackstopNs = 2 * 1000 * 1000;
 constexpr uint64_t kBackstopMaxNs = 32 * 1000 * 1000;
+// A thief reluctant to take fresh tasks (steal() in scheduler.cpp) steals
+// one anyway this often, to measure them again; it sleeps at most this long
+// while another worker runs a fiber, since spawns do not wake it.
+constexpr uint64_t kReluctantProbe = 1000 * 1000;
 
 // Scheduler entry points (scheduler.cpp).
 void ready(Task *t);                      // a parked fiber may run again (FIFO)
@@ -107,6 +112,7 @@ void submit_new(Runtime *rt, Worker *w, Task *t);
 void notify(Runtime *rt);                 // new work exists: make sure some worker will look
 void wake_worker(Worker *w);              // ring w if it sleeps
 Task *find_work(Worker *w);               // next fiber to run on w, or nullptr
+bool reluctant_thief(const Worker *w);    // w's fresh steals ran too briefly to be worth it
 [[noreturn]] void exit_fiber();           // the calling task's fn returned
 int yield_current(Worker *w);             // reschedule the calling fiber (on w) at the back
 void migrate_current(Worker *to);         // continue the calling fiber on `to`

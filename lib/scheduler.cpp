@@ -47,9 +47,11 @@ constexpr uint64_t kMigratedStealDelay = 50 * 1000 * 1000;  // ns: KIO_DEBUG_MIG
 // have grown). A task is judged by the time from its steal to its end, so one
 // that parks (it starts a sleep or an I/O wait) counts as long: it lives on
 // where it went. Woken and yielding fibers are taken as before.
+// A reluctant worker that sleeps is not woken for spawns either (they would
+// only wake it to leave them where they are): it wakes by itself within
+// kReluctantProbe (runtime.h) while the spawner runs.
 constexpr uint64_t kStealWorthNs = 2 * 1000;
 constexpr uint64_t kReluctantDelay = 20 * 1000;
-constexpr uint64_t kReluctantProbe = 1000 * 1000;
 constexpr uint64_t kStolenBusyCap = 1000 * 1000;  // one long task counts as this much
 
 uint32_t next_rand(Worker *w) {
@@ -120,15 +122,20 @@ bool migrate_elsewhere(Runtime *rt, Worker *w, Task *t) {
     return true;
 }
 
+// Prefers a sleeper that is not reluctant to take fresh tasks (the new work
+// may be one).
 bool wake_one_sleeper(Runtime *rt) {
     unsigned n = rt->nstarted.load(std::memory_order_acquire);
-    for (unsigned i = 0; i < n; i++) {
-        Worker *v = &rt->workers[i];
-        uint32_t s = Worker::kSleeping;
-        if (v->sleep_state.load(std::memory_order_relaxed) == s &&
-            v->sleep_state.compare_exchange_strong(s, Worker::kNotified, std::memory_order_acq_rel)) {
-            v->poller.wake();
-            return true;
+    for (int pass = 0; pass < 2; pass++) {
+        for (unsigned i = 0; i < n; i++) {
+            Worker *v = &rt->workers[i];
+            uint32_t s = Worker::kSleeping;
+            if (pass == 0 && v->sleep_reluctant.load(std::memory_order_relaxed)) continue;
+            if (v->sleep_state.load(std::memory_order_relaxed) == s &&
+                v->sleep_state.compare_exchange_strong(s, Worker::kNotified, std::memory_order_acq_rel)) {
+                v->poller.wake();
+                return true;
+            }
         }
     }
     return false;
@@ -154,6 +161,18 @@ inline bool no_wakeup_needed(Worker *w) {
     if (rt->nstarted.load(std::memory_order_relaxed) < rt->nthreads) return false;
     light_fence();
     return rt->nsleeping_unbounded.load(std::memory_order_relaxed) == 0;
+}
+
+// A fresh task was queued on the caller's worker, which runs: true if no
+// worker needs waking for it, because every idle one sleeps reluctant to take
+// fresh tasks (and wakes within kReluctantProbe by itself), and all have
+// started. (No spinner either: one would be left to find the task.)
+inline bool only_reluctant_sleepers(Runtime *rt) {
+    light_fence();  // the push before reading the idle counts; pairs with sleep()
+    if (rt->nstarted.load(std::memory_order_relaxed) < rt->nthreads) return false;
+    int sleeping = rt->nsleeping.load(std::memory_order_relaxed);
+    return sleeping > 0 && rt->nspinning.load(std::memory_order_relaxed) == 0 &&
+           rt->nsleeping_reluctant.load(std::memory_order_relaxed) == sleeping;
 }
 
 }  // namespace
@@ -223,7 +242,7 @@ void ready(Task *t) {
 void submit_new(Runtime *rt, Worker *w, Task *t) {
     if (!(w && w->spawned.push(t))) {
         rt->inject.push(t);
-    } else if (no_wakeup_needed(w)) {
+    } else if (no_wakeup_needed(w) || only_reluctant_sleepers(rt)) {
         return;
     }
     notify(rt);
@@ -339,7 +358,7 @@ KIO_NOINLINE void learn_steal_granularity(Worker *w, Task *t) {
 // May w take a fresh task from v's spawn deque (v has more than one task
 // queued)? Not while w is reluctant, unless v is stuck or a probe is due.
 bool may_steal_fresh(Worker *w, Worker *v) {
-    if (w->stolen_busy_ns >= kStealWorthNs) return true;
+    if (!reluctant_thief(w)) return true;
     uint64_t now = now_ns();
     if (w->stuck_for(v, now) < kReluctantDelay && now - w->reluctant_steal_at < kReluctantProbe) return false;
     w->reluctant_steal_at = now;
@@ -459,6 +478,8 @@ __attribute__((always_inline)) inline Task *pick_next(Worker *w) {
 }  // namespace
 
 Task *find_work(Worker *w) { return pick_next(w); }
+
+bool reluctant_thief(const Worker *w) { return w->stolen_busy_ns < kStealWorthNs; }
 
 // ---------------------------------------------------------------------------
 // Switching

@@ -17,16 +17,17 @@ constexpr int kSpinDelayMin = 200;            // iterations of the delay loop be
 constexpr int kSpinDelayMax = 6400;           // (~70 ns and ~2 us)
 
 // Work this worker could run: its own queues, the injection queue, and what
-// it could steal (not other workers' inboxes: only their owner runs those).
+// it could steal (not other workers' inboxes: only their owner runs those;
+// nor their fresh tasks if `reluctant`, which it would leave there).
 // Seen after announcing sleep, it cancels the sleep. Pairs with notify():
 // either the producer sees us sleeping, or we see its work.
-bool work_visible(Worker *w) {
+bool work_visible(Worker *w, bool reluctant = false) {
     Runtime *rt = w->rt;
     if (!rt->inject.empty() || w->has_local_work()) return true;
     unsigned n = rt->nstarted.load(std::memory_order_acquire);
     for (unsigned i = 0; i < n; i++) {
         Worker *v = &rt->workers[i];
-        if (v != w && v->stealable()) return true;
+        if (v != w && (reluctant ? v->stealable_but_fresh() : v->stealable())) return true;
     }
     return false;
 }
@@ -128,13 +129,19 @@ bool sleep(Worker *w) {
     Runtime *rt = w->rt;
     uint64_t deadline = sleep_deadline(w);
     uint64_t backstop = 0;
+    bool reluctant = false;  // spawns do not wake it (only_reluctant_sleepers)
     if (Worker *v = running_other(w)) {
         uint64_t now = now_ns();
         backstop = now + (kBackstopNs << w->backstop_doublings);
+        if ((reluctant = reluctant_thief(w)) && backstop > now + kReluctantProbe) backstop = now + kReluctantProbe;
         if (backstop < deadline) deadline = backstop;
         // Start (or keep) the steal clock of v: if v has not
         // picked anything by the backstop, its queued task is taken at once.
         w->stuck_for(v, now);
+        if (reluctant) {
+            w->sleep_reluctant.store(true, std::memory_order_relaxed);
+            rt->nsleeping_reluctant.fetch_add(1, std::memory_order_seq_cst);
+        }
     } else {
         rt->nsleeping_unbounded.fetch_add(1, std::memory_order_seq_cst);
     }
@@ -150,9 +157,13 @@ bool sleep(Worker *w) {
         deadline = again;
         w->sleep_until.store(deadline, std::memory_order_seq_cst);
     }
-    if (!work_visible(w) && !rt->exiting.load(std::memory_order_seq_cst)) poll_worker(w, deadline);
+    if (!work_visible(w, reluctant) && !rt->exiting.load(std::memory_order_seq_cst)) poll_worker(w, deadline);
     rt->nsleeping.fetch_sub(1, std::memory_order_seq_cst);
     if (!backstop) rt->nsleeping_unbounded.fetch_sub(1, std::memory_order_seq_cst);
+    if (reluctant) {
+        rt->nsleeping_reluctant.fetch_sub(1, std::memory_order_seq_cst);
+        w->sleep_reluctant.store(false, std::memory_order_relaxed);
+    }
     w->sleep_state.store(Worker::kAwake, std::memory_order_seq_cst);
     w->sleep_until.store(UINT64_MAX, std::memory_order_relaxed);
     fire_all_due(w);

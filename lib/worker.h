@@ -103,6 +103,7 @@ struct alignas(kCacheLine) Worker {
     std::atomic<uint32_t> tick{0};   // picks so far; owner writes, thieves read
     std::atomic<uint32_t> sleep_state{kAwake};
     std::atomic<uint64_t> sleep_until{UINT64_MAX};
+    std::atomic<bool> sleep_reluctant{false};  // sleeping reluctant to take fresh tasks
     pthread_t thread{};
     bool has_thread = false;
     // Written only by this worker (no read-modify-write), read by destroy
@@ -141,8 +142,9 @@ struct alignas(kCacheLine) Worker {
     bool has_local_work() const {
         return stealable() || !inbox.empty();
     }
-    bool stealable() const {
-        return ready.size() > 0 || spawned.size() > 0 || yielded.size() > 0 || !migrated.empty();
+    bool stealable() const { return spawned.size() > 0 || stealable_but_fresh(); }
+    bool stealable_but_fresh() const {
+        return ready.size() > 0 || yielded.size() > 0 || !migrated.empty();
     }
 };
 

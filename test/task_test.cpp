@@ -1586,21 +1586,29 @@ static void tiny_task_bursts(int rounds, int n) {
 // behind a fiber that keeps its worker busy are still taken: here three
 // spinners each wait, without any kio call, until two of them run at once,
 // which needs the second worker to take one from the first's spawn deque.
+// The reluctant worker is not woken for spawns; it sleeps at most 1 ms
+// (kReluctantProbe) while the other runs, so that happens promptly.
 TEST(Steal, QueuedTasksBehindABusyFiberAreTakenAfterBurstsOfTinyOnes) {
     kt::Rt rt(2);
     ASSERT_EQ(rt.rc(), 0);
-    tiny_task_bursts(50, 200);
-    std::atomic<int> started{0};
-    auto spinner = [&] {
-        started++;
+    for (int round = 0; round < 3; round++) {
+        tiny_task_bursts(50, 200);
+        std::atomic<int> started{0};
+        std::atomic<uint64_t> two_at_once{0};
+        auto spinner = [&] {
+            if (++started == 2) two_at_once = kio_now();
+            uint64_t t0 = kio_now();
+            while (started.load() < 2 && kio_now() - t0 < kt::prompt(5 * kSec)) {
+            }
+            return intptr_t(started.load() >= 2);
+        };
         uint64_t t0 = kio_now();
-        while (started.load() < 2 && kio_now() - t0 < kt::prompt(5 * kSec)) {
-        }
-        return intptr_t(started.load() >= 2);
-    };
-    std::vector<kio_task *> ts;
-    for (int i = 0; i < 3; i++) ts.push_back(kt::spawn(spinner));
-    for (kio_task *t : ts) EXPECT_EQ(kt::await_ok(t), 1);
+        std::vector<kio_task *> ts;
+        for (int i = 0; i < 3; i++) ts.push_back(kt::spawn(spinner));
+        for (kio_task *t : ts) EXPECT_EQ(kt::await_ok(t), 1);
+        ASSERT_NE(two_at_once.load(), 0u);
+        EXPECT_LT(two_at_once.load() - t0, kt::prompt(500 * kMs)) << "round " << round;
+    }
     EXPECT_EQ(rt.destroy(), 0);
 }
 
