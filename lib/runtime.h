@@ -119,7 +119,7 @@ void migrate_current(Worker *to);         // continue the calling fiber on `to`
 void park_current(Waiter *w, PublishFn publish, void *arg, uint64_t deadline, bool cancelable,
                   int kind);
 void run_from_idle(Worker *w, Task *t);   // idle context: run t until it switches back
-void poll_worker(Worker *w, uint64_t deadline);  // block in w's poller, dispatch events
+int poll_worker(Worker *w, uint64_t deadline);   // block in w's poller, dispatch events (count)
 void idle_entry(void *msg, void *arg);    // worker 0's idle context starts here
 void idle_loop(Worker *w);                // a worker's idle context (worker.cpp)
 int start_worker(Runtime *rt);            // lazily start one more worker (worker.cpp)

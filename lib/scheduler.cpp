@@ -833,10 +833,11 @@ void run_from_idle(Worker *w, Task *t) {
     switch_to(w, t);
 }
 
-void poll_worker(Worker *w, uint64_t deadline) {
+int poll_worker(Worker *w, uint64_t deadline) {
     int n = w->poller.wait(w->events, int(sizeof w->events / sizeof w->events[0]), deadline);
     w->last_poll = now_ns();
     if (n > 0) dispatch_events(w, n);
+    return n;
 }
 
 // Worker 0's idle context starts here (other workers run idle_loop on their
