@@ -5,29 +5,27 @@ use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::ptr;
-use std::sync::{Arc, Condvar, Mutex as StdMutex, RwLock, Weak};
+use std::sync::{Arc, Mutex as StdMutex, RwLock, Weak};
 
 use crate::task::{spawn_with, JoinHandle, TaskOptions};
 use crate::{cvt, sys};
 
 /// What [`Runtime`], the task handles and the free `spawn` functions share
 /// about one runtime. kio task handles become invalid when the runtime is
-/// destroyed, so every use of one (detach, cancel) happens under `state`
-/// while `alive`; the runtime's drop clears `alive` and waits for `users`
-/// (cancels in progress) before it stops the runtime.
+/// destroyed, so every use of one (detach, a cancel's request) happens under
+/// `state` while `alive`; the runtime's drop clears `alive` before it stops
+/// the runtime.
 ///
-/// `state` is an OS mutex: it is only ever held for a few instructions and a
-/// kio call that never parks (kio_detach), never across a park, so it is safe
-/// on fibers.
+/// `state` is an OS mutex: it is only ever held for a few instructions and
+/// kio calls that never park (kio_detach, kio_cancel_request), never across a
+/// park, so it is safe on fibers.
 pub(crate) struct RtShared {
     pub(crate) raw: *mut sys::kio_runtime,
     state: StdMutex<LiveState>,
-    idle: Condvar,
 }
 
 struct LiveState {
     alive: bool,
-    users: usize,
 }
 
 // SAFETY: the raw pointer is only passed to kio, whose runtime calls are
@@ -46,33 +44,9 @@ impl RtShared {
         }
     }
 
-    /// Registers a user of task handles that may park (a cancel); false if
-    /// the runtime is going away (its handles are no longer usable).
-    pub(crate) fn begin_use(&self) -> bool {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.alive {
-            st.users += 1;
-        }
-        st.alive
-    }
-
-    pub(crate) fn end_use(&self) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.users -= 1;
-        if st.users == 0 {
-            self.idle.notify_all();
-        }
-    }
-
-    /// Marks the runtime dead, waits for the users, stops it.
+    /// Marks the runtime dead, then stops it.
     fn shutdown(self: &Arc<Self>) {
-        {
-            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            st.alive = false;
-            while st.users > 0 {
-                st = self.idle.wait(st).unwrap_or_else(|e| e.into_inner());
-            }
-        }
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).alive = false;
         // SAFETY: raw came from kio_runtime_start and is stopped only here.
         let r = unsafe { sys::kio_runtime_stop(self.raw) };
         // Only now: tasks spawning during the stop still find the runtime.
@@ -190,8 +164,7 @@ impl Builder {
         };
         let shared = Arc::new(RtShared {
             raw,
-            state: StdMutex::new(LiveState { alive: true, users: 0 }),
-            idle: Condvar::new(),
+            state: StdMutex::new(LiveState { alive: true }),
         });
         registry_add(&shared);
         Ok(Runtime { shared })

@@ -422,21 +422,19 @@ impl<T> JoinHandle<T> {
         if self.is_own_task() {
             return Err(JoinError::wait(io::Error::from_raw_os_error(crate::EDEADLK)));
         }
-        if let Some(task) = self.task {
-            if self.rt.begin_use() {
-                // SAFETY: the handle is unconsumed and its runtime alive (and
-                // kept alive until end_use).
-                let r = unsafe { sys::kio_cancel(task.as_ptr(), ptr::null_mut()) };
-                self.rt.end_use();
-                if r < 0 {
-                    // Not consumed (EDEADLK: our own handle): Drop detaches it.
-                    return Err(JoinError::wait(io::Error::from_raw_os_error(-r)));
-                }
-                self.task = None;
-            } else {
-                // The runtime is stopping: it cancels the task itself.
-                self.task = None;
-            }
+        if let Some(task) = self.task.take() {
+            // The request, then the handle is let go: neither parks, so the
+            // wait below (on the task's own packet) holds nothing that a
+            // runtime being dropped meanwhile would wait for; that drop
+            // cancels the task itself. (kio_cancel would park with the
+            // handle in use, and a drop must not destroy the runtime under
+            // it, so the drop would wait for it: forever, if the task's
+            // cleanup waits for a task only the drop cancels.)
+            // SAFETY: unconsumed handle of a live runtime; neither call parks.
+            self.rt.if_alive(|| unsafe {
+                sys::kio_cancel_request(task.as_ptr());
+                sys::kio_detach(task.as_ptr());
+            });
         }
         self.packet.wait_uninterruptible();
         match self.packet.take() {

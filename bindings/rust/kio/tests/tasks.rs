@@ -345,3 +345,33 @@ fn a_task_joining_or_canceling_its_own_handle_gets_edeadlk() {
         assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), Some(35), "cancel: {cancel}");
     }
 }
+
+// A runtime dropped while a plain thread is inside `cancel()` of a task
+// whose shielded cleanup waits for another task that ends only when
+// canceled: the drop cancels that other task, and both calls return. (The
+// drop used to wait for the cancel before stopping the runtime: forever.)
+#[test]
+fn drop_while_a_cancel_waits_for_a_task_only_the_drop_cancels() {
+    let rt = runtime();
+    let other = rt.spawn(|| kio::sleep(Duration::from_secs(3600)).is_err());
+    let t = rt.spawn(move || kio::shielded(|| other.join().ok()));
+    std::thread::sleep(Duration::from_millis(50));
+    let (tx, rx) = mpsc::channel();
+    let canceler = std::thread::spawn(move || {
+        let r = t.cancel().ok();
+        tx.send(()).unwrap();
+        r
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    // Dropped on a thread of its own, so that a hang fails the test.
+    let (dropped_tx, dropped_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        drop(rt);
+        dropped_tx.send(()).unwrap();
+    });
+    dropped_rx.recv_timeout(Duration::from_secs(10)).expect("the runtime's drop hung");
+    rx.recv_timeout(Duration::from_secs(5)).expect("cancel() did not return after the drop");
+    // The other task's sleep was canceled, so it returned true; the shielded
+    // cleanup returned that.
+    assert_eq!(canceler.join().unwrap(), Some(Some(Some(true))));
+}
