@@ -8,7 +8,7 @@ import errno as _errno
 import threading
 import warnings
 import weakref
-from ctypes import byref, c_size_t, c_void_p
+from ctypes import byref, c_int, c_size_t, c_uint, c_uint64, c_void_p, sizeof
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
@@ -200,6 +200,15 @@ def _count(rt: "Runtime", delta: int) -> None:
         counts.pop(id(rt), None)
 
 
+def _check_fits(where: str, what: str, value: int, ctype: type) -> None:
+    """Raises ValueError unless ``value`` fits the C integer type ``ctype``."""
+    bits = 8 * sizeof(ctype)
+    signed = ctype(-1).value < 0
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if not lo <= value <= hi:
+        raise ValueError(f"{where}: {what}={value} does not fit the C field ({lo}..{hi})")
+
+
 class Runtime:
     """A kio runtime whose workers are threads owned by kio.
 
@@ -248,6 +257,12 @@ class Runtime:
         lib.kio_options_init(byref(opts))
         if threads < 0 or stack_size < 0:
             raise ValueError("kio.Runtime: threads and stack_size must be >= 0")
+        # ctypes would silently cut a value to the field's width.
+        _check_fits("kio.Runtime", "threads", threads, c_uint)
+        _check_fits("kio.Runtime", "stack_size", stack_size, c_size_t)
+        _check_fits("kio.Runtime", "dump_signal", dump_signal, c_int)
+        _check_fits("kio.Runtime", "stall_ns", stall_ns, c_uint64)
+        _check_fits("kio.Runtime", "debug_flags", debug_flags, c_uint)
         opts.threads = threads
         opts.stack_size = stack_size
         self._backend = backend.encode() if backend is not None else None
@@ -411,6 +426,7 @@ class Runtime:
         arg_addr, keep = _arg_address(arg)
         if stack_size < 0:
             raise ValueError("kio.Runtime.spawn: stack_size must be >= 0")
+        _check_fits("kio.Runtime.spawn", "stack_size", stack_size, c_size_t)
         self._enter()
         try:
             out = c_void_p()
@@ -487,6 +503,7 @@ class Task:
         "_keep_arg",
         "_name",
         "_id",
+        "_finished",
         "__weakref__",
     )
 
@@ -505,6 +522,7 @@ class Task:
         self._keep_arg = keep
         self._name = name
         self._id = task_id
+        self._finished = False  # joined or canceled through this handle
 
     @property
     def runtime(self) -> Runtime:
@@ -594,6 +612,7 @@ class Task:
                     raise TimedOut(_errno.ETIMEDOUT, "join: the task did not finish in time")
             check(r, "kio_await")
             consumed = True
+            self._finished = True
             self._keep_arg = None
             return _to_result(res.value)
         finally:
@@ -610,6 +629,7 @@ class Task:
             res = c_void_p()
             check(lib.kio_cancel(h, byref(res)), "kio_cancel")
             consumed = True
+            self._finished = True
             self._keep_arg = None
             return _to_result(res.value)
         finally:
@@ -628,7 +648,12 @@ class Task:
             self._end(consumed)
 
     def done(self) -> bool:
-        """Whether the task has finished (does not consume the handle)."""
+        """Whether the task has finished (does not consume the handle). True
+        once the task was joined or canceled through this handle; raises
+        KioError EINVAL if the handle was detached or watched (the task can no
+        longer be asked), EBUSY while another thread joins or selects it."""
+        if self._state == _CONSUMED and self._finished:
+            return True
         try:
             select([self], timeout=0)
         except TimedOut:

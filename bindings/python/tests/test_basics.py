@@ -90,6 +90,11 @@ def test_runtime_options_errors() -> None:
     assert ei.value.errno == errno.EINVAL
     with pytest.raises(ValueError):
         kio.Runtime(threads=-1)
+    # Values wider than the C fields are refused, not cut to their width.
+    for kwargs in ({"threads": 2**32 + 1}, {"stack_size": 2**64 + 32768}, {"dump_signal": 2**31},
+                   {"debug_flags": 2**32}, {"stall_ns": 2**64}):
+        with pytest.raises(ValueError):
+            kio.Runtime(**kwargs)
 
 
 def test_runtime_stats_and_dump(tmp_path: Path) -> None:

@@ -110,6 +110,15 @@ def test_join_timeout(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
     assert not t.consumed
     assert not t.done()
     assert t.join(timeout=10) == 201
+    assert t.done()  # joined: finished (the handle is consumed)
+    c = rt.spawn(helpers.sleep_ms, 60_000)
+    c.cancel()
+    assert c.done()
+
+
+def test_spawn_stack_size_wider_than_size_t_is_refused(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
+    with pytest.raises(ValueError):
+        rt.spawn(helpers.sleep_ms, 1, stack_size=2**64 + 32768)
 
 
 def test_detach(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
