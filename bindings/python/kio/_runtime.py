@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import errno as _errno
+import select as select_module
 import threading
 import warnings
 import weakref
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 
 from . import _lib
 from ._errors import Canceled, KioError, TimedOut, check
-from ._lib import KioOptions, KioSpawnOptions, KioStats, lib
+from ._lib import KioCqEvent, KioOptions, KioSpawnOptions, KioStats, lib
 
 __all__ = ["Runtime", "Task", "Stats", "select", "FunctionPointer", "Argument"]
 
@@ -207,6 +208,42 @@ def _check_fits(where: str, what: str, value: int, ctype: type) -> None:
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     if not lo <= value <= hi:
         raise ValueError(f"{where}: {what}={value} does not fit the C field ({lo}..{hi})")
+
+
+def _cancel_into_queue(handle: int) -> Optional[int]:
+    """Requests the task's cancellation and hands its handle to a completion
+    queue of its own (kio_cancel_request, kio_cq_watch: neither parks; the
+    watch consumes the handle). Returns the queue, or None if none could be
+    made (the handle is then untouched).
+
+    A thread that waits for the result on the queue holds nothing of the
+    runtime, so Runtime.stop() need not wait for it: the stop cancels the
+    task and whatever it waits for, and the result arrives in the queue. (A
+    thread blocked in kio_cancel would hold the handle, and the stop must
+    wait for it before destroying the runtime: forever, if the task waits
+    for a task that only the stop would cancel.)"""
+    cq = c_void_p()
+    if lib.kio_cq_create(byref(cq)) != 0:
+        return None
+    lib.kio_cancel_request(handle)
+    if lib.kio_cq_watch(cq, handle, 0) != 0:  # cannot happen: our handle, unconsumed
+        lib.kio_cq_destroy(cq)
+        return None
+    return cq.value
+
+
+def _wait_queue(cq: int) -> Optional[int]:
+    """Waits for the one result posted to ``cq`` (see _cancel_into_queue),
+    destroys the queue and returns the result."""
+    ev = KioCqEvent()
+    poller = select_module.poll()
+    poller.register(lib.kio_cq_fd(cq), select_module.POLLIN)
+    try:
+        while lib.kio_cq_poll(cq, byref(ev), 1) == 0:
+            poller.poll(POLL_NS // 1_000_000)  # ms; Ctrl-C lands between
+        return _to_result(ev.result)
+    finally:
+        lib.kio_cq_destroy(cq)
 
 
 class Runtime:
@@ -590,6 +627,7 @@ class Task:
         h = self._begin("join")
         consumed = False
         rt = self._runtime
+        cq = None
         try:
             res = c_void_p()
             end = None
@@ -597,6 +635,10 @@ class Task:
                 end = lib.kio_now() + max(0, int(timeout * 1e9))
             while True:
                 if rt._closing:
+                    cq = _cancel_into_queue(h)
+                    if cq is not None:
+                        consumed = True
+                        break
                     r = lib.kio_cancel(h, byref(res))
                     break
                 step = lib.kio_now() + POLL_NS
@@ -610,13 +652,15 @@ class Task:
                     break
                 if end is not None and lib.kio_now() >= end:
                     raise TimedOut(_errno.ETIMEDOUT, "join: the task did not finish in time")
-            check(r, "kio_await")
-            consumed = True
-            self._finished = True
-            self._keep_arg = None
-            return _to_result(res.value)
+            if cq is None:
+                check(r, "kio_await")
+                consumed = True
+                self._finished = True
+                self._keep_arg = None
+                return _to_result(res.value)
         finally:
             self._end(consumed)
+        return self._result_from_queue(cq)
 
     def cancel(self) -> Optional[int]:
         """Requests cancellation, waits for the task to finish and returns its
@@ -626,14 +670,31 @@ class Task:
         h = self._begin("cancel")
         consumed = False
         try:
-            res = c_void_p()
-            check(lib.kio_cancel(h, byref(res)), "kio_cancel")
+            cq = _cancel_into_queue(h)
+            if cq is None:  # no queue (out of descriptors): kio_cancel itself
+                res = c_void_p()
+                check(lib.kio_cancel(h, byref(res)), "kio_cancel")
+                consumed = True
+                self._finished = True
+                self._keep_arg = None
+                return _to_result(res.value)
             consumed = True
-            self._finished = True
-            self._keep_arg = None
-            return _to_result(res.value)
         finally:
             self._end(consumed)
+        return self._result_from_queue(cq)
+
+    def _result_from_queue(self, cq: int) -> Optional[int]:
+        """The result of a task handed to ``cq`` by _cancel_into_queue (its
+        argument is kept alive until then)."""
+        try:
+            result = _wait_queue(cq)
+        except BaseException:  # Ctrl-C: the task may still run; keep its argument
+            self._runtime._keep(self._keep_arg)
+            self._keep_arg = None
+            raise
+        self._finished = True
+        self._keep_arg = None
+        return result
 
     def detach(self) -> None:
         """Lets the task run to completion on its own; its result is dropped."""

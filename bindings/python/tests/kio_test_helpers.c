@@ -133,3 +133,22 @@ void *shielded_sleep_ms(void *ms) {
     kio_cancel_shield(old);
     return (void *)7;
 }
+
+static void *sleep_an_hour(void *unused) {
+    (void)unused;
+    return (void *)(intptr_t)kio_sleep(3600ull * 1000000000u);
+}
+
+/* Spawns a child that ends only when canceled, then waits for it shielded
+ * (cleanup that cancellation must not cut short); returns the child's
+ * result. Only a runtime stop ends it. */
+void *shielded_wait_for_child(void *unused) {
+    kio_task *child;
+    void *r = NULL;
+    (void)unused;
+    if (kio_spawn(NULL, sleep_an_hour, NULL, &child) != 0) return (void *)(intptr_t)-1;
+    int old = kio_cancel_shield(1);
+    kio_await(child, &r);
+    kio_cancel_shield(old);
+    return r;
+}

@@ -258,6 +258,28 @@ def test_stop_while_threads_join(helpers: ctypes.CDLL) -> None:
     assert results == [-errno.ECANCELED] * 4
 
 
+@pytest.mark.parametrize("how", ["cancel", "join"])
+def test_stop_while_a_thread_waits_for_a_task_only_the_stop_ends(helpers: ctypes.CDLL, how: str) -> None:
+    """A thread in cancel() (or in join(), which cancels once the stop
+    begins) of a task whose shielded cleanup waits for a child that only the
+    stop cancels: stop() cancels the child, and both calls return."""
+    rt = kio.Runtime(threads=2)
+    t = rt.spawn(helpers.shielded_wait_for_child)
+    time.sleep(0.05)
+    results: list = []
+    th = threading.Thread(target=lambda: results.append(getattr(t, how)()), daemon=True)
+    th.start()
+    time.sleep(0.05)
+    stopper = threading.Thread(target=rt.stop, daemon=True)
+    stopper.start()
+    stopper.join(timeout=10)
+    assert not stopper.is_alive(), "Runtime.stop() hung"
+    th.join(timeout=10)
+    assert not th.is_alive(), f"{how}() did not return after the stop"
+    # The child's sleep was canceled: the task returned the child's -ECANCELED.
+    assert results == [-errno.ECANCELED]
+
+
 def test_stop_while_thread_selects(helpers: ctypes.CDLL) -> None:
     rt = kio.Runtime(threads=2)
     tasks = [rt.spawn(helpers.sleep_ms, 60_000) for _ in range(3)]
