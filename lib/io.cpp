@@ -194,17 +194,10 @@ bool is_socket(int fd) {
     return k;
 }
 
-// Runs op(extra) until it stops failing with EAGAIN/EINTR, parking on
-// direction dir in between. op returns the system call's result (errno set on
-// -1); extra is 0, or MSG_DONTWAIT for a plain thread's call on a blocking
-// socket under a deadline (another thread may take what poll(2) reported, and
-// a blocking call would then outlast the deadline): socket calls add it to
-// their flags; or kPipeBufWrite for its write to a blocking pipe. read_len > 0: op is a plain read of that many bytes, which may
-// skip the system call while the descriptor is drained (fd.h).
-// `extra` for a write to a pipe in blocking mode under a deadline: at most
-// PIPE_BUF bytes, which fit once poll(2) says it is writable, so the write
-// does not sleep past the deadline (a short count instead). Not a MSG_ flag:
-// only non-socket writes see it.
+// `extra` for a plain thread's write to a pipe in blocking mode under a
+// deadline (see io_loop): at most PIPE_BUF bytes, which fit once poll(2) says
+// the pipe is writable, so the write does not sleep past the deadline (a
+// short count instead). Not a MSG_ flag: only non-socket writes see it.
 constexpr int kPipeBufWrite = 1 << 30;
 
 bool is_pipe(int fd) {
@@ -215,6 +208,14 @@ bool is_pipe(int fd) {
 // The length a write of len bytes may use (see kPipeBufWrite).
 size_t write_len(size_t len, int extra) { return (extra & kPipeBufWrite) && len > PIPE_BUF ? PIPE_BUF : len; }
 
+// Runs op(extra) until it stops failing with EAGAIN/EINTR, parking on
+// direction dir in between. op returns the system call's result (errno set on
+// -1); extra is 0, or for a plain thread's call on a blocking descriptor
+// under a deadline: MSG_DONTWAIT on a socket (another thread may take what
+// poll(2) reported, and a blocking call would then outlast the deadline),
+// which socket calls add to their flags, or kPipeBufWrite for a write to a
+// pipe. read_len > 0: op is a plain read of that many bytes, which may skip
+// the system call while the descriptor is drained (fd.h).
 template <class Op>
 long io_loop(int fd, Direction dir, Op op, size_t read_len = 0) {
     Task *self = current_task();
@@ -315,6 +316,7 @@ static bool bad_iov(const struct iovec *iov, int iovcnt) {
 // writev(2) of at most write_len of the vector's bytes: the leading entries
 // that fit, the last one cut (at most 64 entries then; a short count).
 static long writev_capped(int fd, const struct iovec *iov, int iovcnt, int extra) {
+    if (!(extra & kPipeBufWrite)) return ::writev(fd, iov, iovcnt);
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
     size_t cap = write_len(total, extra);
