@@ -11,8 +11,6 @@ namespace kio {
 
 namespace {
 
-constexpr uint64_t kSpinNs = 50 * 1000;       // how long an idle worker keeps looking, at most
-constexpr uint64_t kSpinMinNs = 5 * 1000;     // ... and at least (see spin())
 constexpr uint64_t kSpinPollNs = 20 * 1000;   // how often a spinner polls its poller
 constexpr int kSpinDelayMin = 200;            // iterations of the delay loop between looks
 constexpr int kSpinDelayMax = 6400;           // (~70 ns and ~2 us)
@@ -67,13 +65,13 @@ void fire_all_due(Worker *w) {
 // nonblocking poll, and burn a CPU (that a client on the same machine, say,
 // could use) meanwhile.
 //
-// The spin adapts. One that finds work another worker made (a woken or
-// stolen fiber, a timer) sets the next one to kSpinNs: such work turns up
-// within a few microseconds (100k sleepers, a contended mutex: 4-7 us on
-// average). One that finds nothing, or only its own I/O (which sleeping in
-// the poller would have seen at once), halves it, down to kSpinMinNs. An
-// echo server on 2 workers with its client on the same 2 CPUs spent half a
-// CPU in spins that found nothing, 59 us each.
+// The spin adapts (limits in worker.h). One that finds work another worker
+// made (a woken or stolen fiber, a timer) sets the next one to kSpinMaxNs:
+// such work turns up within a few microseconds (100k sleepers, a contended
+// mutex: 4-7 us on average). One that finds nothing, or only its own I/O
+// (which sleeping in the poller would have seen at once), halves it, down to
+// kSpinMinNs. An echo server on 2 workers with its client on the same 2 CPUs
+// spent half a CPU in spins that found nothing, 59 us each.
 Task *spin(Worker *w) {
     Runtime *rt = w->rt;
     if (rt->nthreads < 2) return nullptr;
@@ -99,8 +97,8 @@ Task *spin(Worker *w) {
         if (now - start >= w->spin_ns) break;
         if (now - w->last_poll >= kSpinPollNs && poll_worker(w, 0) > 0) io = true;
     }
-    if (t && !io) w->spin_ns = kSpinNs;
-    else if (w->spin_ns / 2 >= kSpinMinNs) w->spin_ns /= 2;
+    if (t && !io) w->spin_ns = Worker::kSpinMaxNs;
+    else if (w->spin_ns / 2 >= Worker::kSpinMinNs) w->spin_ns /= 2;
     // The last spinner to find work wakes a sleeper if more work is waiting,
     // since producers skip the doorbell while someone spins.
     if (rt->nspinning.fetch_sub(1, std::memory_order_seq_cst) == 1 && t && work_visible(w))
@@ -145,7 +143,8 @@ bool sleep(Worker *w) {
     if (Worker *v = running_other(w)) {
         uint64_t now = now_ns();
         backstop = now + (kBackstopNs << w->backstop_doublings);
-        if ((reluctant = reluctant_thief(w)) && backstop > now + kReluctantProbe) backstop = now + kReluctantProbe;
+        reluctant = reluctant_thief(w);
+        if (reluctant && backstop > now + kReluctantProbe) backstop = now + kReluctantProbe;
         if (backstop < deadline) deadline = backstop;
         // Start (or keep) the steal clock of v: if v has not
         // picked anything by the backstop, its queued task is taken at once.

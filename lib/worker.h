@@ -84,7 +84,10 @@ struct alignas(kCacheLine) Worker {
     uint32_t rng = 1;
     uint64_t last_poll = 0;
     unsigned backstop_doublings = 0;  // of the next backstop sleep (sleep() in worker.cpp)
-    uint64_t spin_ns = 50 * 1000;     // how long the next idle spin may last (spin() in worker.cpp)
+    // How long the next idle spin may last, between these (spin() in worker.cpp).
+    static constexpr uint64_t kSpinMaxNs = 50 * 1000;
+    static constexpr uint64_t kSpinMinNs = 5 * 1000;
+    uint64_t spin_ns = kSpinMaxNs;
     Stack stacks[kStackCache];
     size_t nstacks = 0;
     Task *task_cache = nullptr;
