@@ -234,14 +234,14 @@ def _cancel_into_queue(handle: int) -> Optional[int]:
 
 def _wait_queue(cq: int) -> Optional[int]:
     """Waits for the one result posted to ``cq`` (see _cancel_into_queue),
-    destroys the queue and returns the result."""
+    destroys the queue and returns the result (the ``void *``'s value)."""
     ev = KioCqEvent()
     poller = select_module.poll()
     poller.register(lib.kio_cq_fd(cq), select_module.POLLIN)
     try:
         while lib.kio_cq_poll(cq, byref(ev), 1) == 0:
             poller.poll(POLL_NS // 1_000_000)  # ms; Ctrl-C lands between
-        return _to_result(ev.result)
+        return ev.result
     finally:
         lib.kio_cq_destroy(cq)
 
@@ -655,9 +655,7 @@ class Task:
             if cq is None:
                 check(r, "kio_await")
                 consumed = True
-                self._finished = True
-                self._keep_arg = None
-                return _to_result(res.value)
+                return self._took(res.value)
         finally:
             self._end(consumed)
         return self._result_from_queue(cq)
@@ -675,9 +673,7 @@ class Task:
                 res = c_void_p()
                 check(lib.kio_cancel(h, byref(res)), "kio_cancel")
                 consumed = True
-                self._finished = True
-                self._keep_arg = None
-                return _to_result(res.value)
+                return self._took(res.value)
             consumed = True
         finally:
             self._end(consumed)
@@ -692,9 +688,14 @@ class Task:
             self._runtime._keep(self._keep_arg)
             self._keep_arg = None
             raise
+        return self._took(result)
+
+    def _took(self, result: Optional[int]) -> Optional[int]:
+        """The finished task's result, taken through this handle: its argument
+        need not be kept any longer."""
         self._finished = True
         self._keep_arg = None
-        return result
+        return _to_result(result)
 
     def detach(self) -> None:
         """Lets the task run to completion on its own; its result is dropped."""
