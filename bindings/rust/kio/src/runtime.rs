@@ -13,31 +13,27 @@ use crate::{cvt, sys};
 /// What [`Runtime`], the task handles and the free `spawn` functions share
 /// about one runtime. kio task handles become invalid when the runtime is
 /// destroyed, so every use of one (detach, a cancel's request) happens under
-/// `state` while `alive`; the runtime's drop clears `alive` before it stops
-/// the runtime.
+/// `alive` while it is true; the runtime's drop clears it before it stops the
+/// runtime.
 ///
-/// `state` is an OS mutex: it is only ever held for a few instructions and
+/// `alive` is an OS mutex: it is only ever held for a few instructions and
 /// kio calls that never park (kio_detach, kio_cancel_request), never across a
 /// park, so it is safe on fibers.
 pub(crate) struct RtShared {
     pub(crate) raw: *mut sys::kio_runtime,
-    state: StdMutex<LiveState>,
-}
-
-struct LiveState {
-    alive: bool,
+    alive: StdMutex<bool>,
 }
 
 // SAFETY: the raw pointer is only passed to kio, whose runtime calls are
-// thread-safe; liveness is guarded by `state`.
+// thread-safe; liveness is guarded by `alive`.
 unsafe impl Send for RtShared {}
 unsafe impl Sync for RtShared {}
 
 impl RtShared {
     /// Runs `f` (which must not park) if the runtime is still alive.
     pub(crate) fn if_alive<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
-        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.alive {
+        let alive = self.alive.lock().unwrap_or_else(|e| e.into_inner());
+        if *alive {
             Some(f())
         } else {
             None
@@ -46,7 +42,7 @@ impl RtShared {
 
     /// Marks the runtime dead, then stops it.
     fn shutdown(self: &Arc<Self>) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).alive = false;
+        *self.alive.lock().unwrap_or_else(|e| e.into_inner()) = false;
         // SAFETY: raw came from kio_runtime_start and is stopped only here.
         let r = unsafe { sys::kio_runtime_stop(self.raw) };
         // Only now: tasks spawning during the stop still find the runtime.
@@ -164,7 +160,7 @@ impl Builder {
         };
         let shared = Arc::new(RtShared {
             raw,
-            state: StdMutex::new(LiveState { alive: true }),
+            alive: StdMutex::new(true),
         });
         registry_add(&shared);
         Ok(Runtime { shared })
