@@ -13,6 +13,10 @@
 //
 // Elements are atomics accessed relaxed; indices carry acquire/release so a
 // thief sees the task's fields written before it was pushed.
+//
+// A runtime of one worker has no thieves: its queues are set `solo`, and the
+// owner's pops skip the compare-and-swap (Ring) and the full fence (Deque)
+// that only a race with a thief needs, a locked instruction per pick.
 #pragma once
 
 #include <atomic>
@@ -61,9 +65,17 @@ class Ring {
         *tail = last;
         return n;
     }
-    // Owner or thief: one task from the head.
+    // No other worker will ever take from this ring (set before first use).
+    void set_solo() { solo_ = true; }
+    // Owner: one task from the head.
     Task *pop() {
         uint32_t h = head_.load(std::memory_order_acquire);
+        if (solo_) {
+            if (h == tail_.load(std::memory_order_relaxed)) return nullptr;
+            Task *t = buf_[h % kCap].load(std::memory_order_relaxed);
+            head_.store(h + 1, std::memory_order_release);
+            return t;
+        }
         for (;;) {
             uint32_t tl = tail_.load(std::memory_order_acquire);
             if (h == tl) return nullptr;
@@ -112,6 +124,7 @@ class Ring {
   private:
     alignas(kCacheLine) std::atomic<uint32_t> head_{0};
     alignas(kCacheLine) std::atomic<uint32_t> tail_{0};
+    bool solo_ = false;
     std::atomic<Task *> buf_[kCap] = {};
 };
 
@@ -147,10 +160,17 @@ class Deque {
         bottom_.store(b + 1, std::memory_order_release);
         return true;
     }
+    // No other worker will ever steal from this deque (set before first use).
+    void set_solo() { solo_ = true; }
     // Owner only: the newest task.
     Task *pop() {
         int64_t b = bottom_.load(std::memory_order_relaxed) - 1;
         Array *a = array_.load(std::memory_order_relaxed);
+        if (solo_) {
+            if (top_.load(std::memory_order_relaxed) > b) return nullptr;
+            bottom_.store(b, std::memory_order_relaxed);
+            return a->at(b).load(std::memory_order_relaxed);
+        }
         bottom_.store(b, std::memory_order_seq_cst);
         int64_t tp = top_.load(std::memory_order_seq_cst);
         if (tp > b) {
@@ -213,6 +233,7 @@ class Deque {
     alignas(kCacheLine) std::atomic<int64_t> bottom_{0};
     std::atomic<Array *> array_{nullptr};
     int64_t top_seen_ = 0;  // owner only: a value top_ had (see push)
+    bool solo_ = false;
 };
 
 class TaskQueue {

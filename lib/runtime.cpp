@@ -201,6 +201,11 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
         w->rt = rt;
         w->index = i;
         w->rng = 0x9e3779b9u * (i + 1);
+        if (threads == 1) {  // nobody to steal from it
+            w->ready.set_solo();
+            w->yielded.set_solo();
+            w->spawned.set_solo();
+        }
         if (int e = w->poller.open(backend)) {
             free_runtime(rt);
             return e;
