@@ -201,6 +201,7 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
         w->rt = rt;
         w->index = i;
         w->rng = 0x9e3779b9u * (i + 1);
+        w->plain = !rt->stall_ns && !rt->debug_migrate;
         if (threads == 1) {  // nobody to steal from it
             w->ready.set_solo();
             w->yielded.set_solo();

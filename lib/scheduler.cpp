@@ -509,12 +509,10 @@ void after_switch(SwitchMsg *in) {
     // register then lives across a call, so none is saved.
     Worker *w = in->worker;
     Task *t = in->prev;
-    Runtime *rt = w->rt;
-    if (in->kind == SwitchMsg::kReschedule && !rt->stall_ns && !rt->debug_migrate && !t->home &&
-        w->yielded.push(t)) {
+    if (in->kind == SwitchMsg::kReschedule && w->plain && !t->home && w->yielded.push(t)) {
         Worker::bump(w->n_switches);
         t->on_cpu.store(false, std::memory_order_relaxed);
-        if (rt->nthreads > 1) notify(rt);
+        if (w->rt->nthreads > 1) notify(w->rt);
         return;
     }
 #endif
@@ -734,7 +732,7 @@ KIO_NOINLINE void yield_after_full_pick(Worker *w) {
 // The full pick is out of line, so that the common yield (to the oldest
 // yielder) keeps few registers live across its switch.
 int yield_current(Worker *w) {
-    Task *next = KIO_LIKELY(!w->rt->debug_migrate) ? next_yielder(w) : nullptr;
+    Task *next = KIO_LIKELY(w->plain) ? next_yielder(w) : nullptr;
     if (KIO_UNLIKELY(!next)) {
         yield_after_full_pick(w);
         return 0;

@@ -58,6 +58,9 @@ struct alignas(kCacheLine) Worker {
 
     Runtime *rt = nullptr;
     unsigned index = 0;
+    // Neither the stall watchdog nor KIO_DEBUG_MIGRATE is on (the runtime's
+    // flags, copied here: the yield path tests them without loading rt).
+    bool plain = true;
 
     // Owner thread only.
     Racy<Task *> current;     // running fiber; nullptr while the idle context runs
