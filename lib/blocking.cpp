@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <new>
 
+#include "fd.h"
 #include "runtime.h"
 
 namespace kio {
@@ -155,6 +156,9 @@ class BlockingPool {
 
     static void run(Job *j) {
         j->result = j->fn(j->arg);
+        // Each job starts without a deadline scope: one that fn set (and did
+        // not clear) must not bound the next jobs on this thread.
+        set_scope_deadline(0);
         Waiter *wake = nullptr;
         bool observed = false;
         {
@@ -206,10 +210,22 @@ struct BlockingWait {
     BlockingPool *pool;
     Job *job;
     bool submitted;
+    FdState *fd;      // run_blocking_on_fd: the descriptor kio_close may end the wait for
+    uint32_t closes;  // its fd_closes when the call began
+    WaitNode node;    // in fd->closers
 };
 
 void publish_blocking(Waiter *w, void *arg) {
     auto *a = static_cast<BlockingWait *>(arg);
+    if (FdState *st = a->fd) {
+        LockGuard<SpinLock> g(st->lock);
+        if (fd_closes(st) != a->closes) {  // closed already: never submitted
+            claim(w, -EBADF);
+            return;
+        }
+        a->node.waiter = w;
+        st->closers.push_back(&a->node);
+    }
     {
         LockGuard<SpinLock> g(a->job->lock);
         a->job->waiter = w;
@@ -240,8 +256,10 @@ bool deadline_passed() {
 
 }  // namespace
 
-int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, BlockingStop stop,
-                 void (*abandoned)(void *arg, void *result), bool *queued) {
+namespace {
+
+int run_job(Runtime *rt, kio_fn fn, void *arg, void **result, BlockingStop stop,
+            void (*abandoned)(void *arg, void *result), bool *queued, FdState *fd, uint32_t closes) {
     if (queued) *queued = false;
     if (deadline_passed()) return -ETIMEDOUT;
     BlockingPool *pool = blocking_pool(rt);
@@ -252,8 +270,9 @@ int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, BlockingStop 
     j->arg = arg;
     j->abandoned = abandoned;
     Waiter w;
-    BlockingWait a{pool, j, false};
+    BlockingWait a{pool, j, false, fd, closes, {}};
     int r = wait_on(&w, publish_blocking, &a, 0, true, KIO_PARK_BLOCKING, reinterpret_cast<const void *>(fn));
+    if (fd) unlink_if_linked(fd->lock, fd->closers, &a.node);
     {
         LockGuard<SpinLock> g(j->lock);
         j->waiter = nullptr;  // kAbandon: the job finishes unobserved
@@ -272,6 +291,17 @@ int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, BlockingStop 
     if (!a.submitted) drop(j);  // the pool never got (or gave back) its reference
     drop(j);
     return r;
+}
+
+}  // namespace
+
+int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, BlockingStop stop,
+                 void (*abandoned)(void *arg, void *result), bool *queued) {
+    return run_job(rt, fn, arg, result, stop, abandoned, queued, nullptr, 0);
+}
+
+int run_blocking_on_fd(Runtime *rt, kio_fn fn, void *arg, FdState *st, uint32_t closes) {
+    return run_job(rt, fn, arg, nullptr, BlockingStop::kBeforeStart, nullptr, nullptr, st, closes);
 }
 
 }  // namespace kio

@@ -50,4 +50,9 @@ enum class BlockingStop {
 int run_blocking(Runtime *rt, kio_fn fn, void *arg, void **result, BlockingStop stop,
                  void (*abandoned)(void *arg, void *result) = nullptr, bool *queued = nullptr);
 
+// run_blocking for an operation on a descriptor (stop is kBeforeStart): a
+// kio_close of it ends the wait like cancellation, with -EBADF, and so does
+// one that came since `closes` (fd_closes when the caller's call began).
+int run_blocking_on_fd(Runtime *rt, kio_fn fn, void *arg, struct FdState *st, uint32_t closes);
+
 }  // namespace kio

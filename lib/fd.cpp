@@ -187,13 +187,12 @@ Waiter *fd_closing(FdState *st) {
     }
     static const uint64_t one = 1;
     for (ThreadBell *tb = st->bells; tb; tb = tb->next) (void)!::write(tb->ring_fd, &one, sizeof one);
-    Waiter *a = claim_all(st->readers, false, -EBADF);
-    Waiter *b = claim_all(st->writers, false, -EBADF);
-    if (!a) return b;
-    Waiter *t = a;
-    while (t->wake_next) t = t->wake_next;
-    t->wake_next = b;
-    return a;
+    Waiter *head = nullptr, **tail = &head;
+    for (WaitList *list : {&st->readers, &st->writers, &st->closers}) {
+        *tail = claim_all(*list, false, -EBADF);
+        while (*tail) tail = &(*tail)->wake_next;
+    }
+    return head;
 }
 
 void fd_closed(FdState *st) {

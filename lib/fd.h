@@ -58,6 +58,10 @@ struct FdState {
     std::atomic<uint32_t> close_count{0};
     ThreadBell *bells = nullptr;  // under lock: plain threads in poll(2) on it
     WaitList readers, writers;
+    // Fibers waiting on the blocking pool for an operation on this descriptor
+    // (kio_pread, kio_pwrite, kio_fsync): woken by kio_close only, never by
+    // readiness.
+    WaitList closers;
 };
 
 enum Direction { kIn = 0, kOut = 1 };

@@ -24,14 +24,24 @@ using namespace kio;
 
 namespace {
 
-// A system call to run on the pool: returns -1 with errno on failure.
+// A system call on descriptor fd to run on the pool: returns -1 with errno
+// on failure.
 template <class Op>
 struct Call {
     Op op;
+    FdState *st;      // fd's state, or nullptr (beyond the table)
+    uint32_t closes;  // fd_closes(st) when the call began
     long r = 0;
     int e = 0;
     static void *run(void *p) {
         auto *c = static_cast<Call *>(p);
+        // A kio_close came while the job was queued: the number may name
+        // another file by now, which the operation must not touch.
+        if (c->st && fd_closes(c->st) != c->closes) {
+            c->r = -1;
+            c->e = EBADF;
+            return nullptr;
+        }
         do {
             c->r = c->op();
         } while (c->r < 0 && errno == EINTR);
@@ -40,15 +50,21 @@ struct Call {
     }
 };
 
+// Runs op (a system call on fd) on the blocking pool, or right here on a
+// plain thread. A kio_close of fd withdraws a job that has not started and
+// wakes its fiber with -EBADF; one that has started finishes (its system
+// call holds the file).
 template <class Op>
-long offload(Op op) {
-    Call<Op> c{op};
+long offload(int fd, Op op) {
+    FdState *st = fd_state(fd);
+    if (st && !fd_reopen_if_reused(st)) return -EBADF;
+    Call<Op> c{op, st, st ? fd_closes(st) : 0};
     Task *self = current_task();
     if (!self) {
         Call<Op>::run(&c);
     } else {
         if (self->cancel_pending()) return -ECANCELED;
-        if (int w = run_blocking(self->rt, &Call<Op>::run, &c, nullptr, BlockingStop::kBeforeStart)) return w;
+        if (int w = run_blocking_on_fd(self->rt, &Call<Op>::run, &c, st, c.closes)) return w;
     }
     return c.r < 0 ? -c.e : c.r;
 }
@@ -117,18 +133,18 @@ KIO_EXPORT int kio_open(const char *path, int flags, mode_t mode) noexcept {
 KIO_EXPORT ssize_t kio_pread(int fd, void *buf, size_t len, off_t offset) noexcept {
     if (null_buf(buf, len)) return -EINVAL;
     if (fd < 0) return -EBADF;
-    return offload([&] { return long(::pread(fd, buf, len, offset)); });
+    return offload(fd, [&] { return long(::pread(fd, buf, len, offset)); });
 }
 
 KIO_EXPORT ssize_t kio_pwrite(int fd, const void *buf, size_t len, off_t offset) noexcept {
     if (null_buf(buf, len)) return -EINVAL;
     if (fd < 0) return -EBADF;
-    return offload([&] { return long(::pwrite(fd, buf, len, offset)); });
+    return offload(fd, [&] { return long(::pwrite(fd, buf, len, offset)); });
 }
 
 KIO_EXPORT int kio_fsync(int fd) noexcept {
     if (fd < 0) return -EBADF;
-    return int(offload([&] { return long(::fsync(fd)); }));
+    return int(offload(fd, [&] { return long(::fsync(fd)); }));
 }
 
 KIO_EXPORT int kio_blocking(kio_fn fn, void *arg, void **result) noexcept {

@@ -2077,6 +2077,24 @@ TEST(SocketPlainThread, DeadlineBoundsLargeWritesToABlockingPipe) {
     }
 }
 
+// The capped write skips empty entries: 64 of them before the data must not
+// use up the capped vector and make the call write nothing (a loop that
+// writes everything would then spin).
+TEST(SocketPlainThread, CappedWritevSkipsEmptyEntries) {
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);  // blocking
+    static char data[10000];
+    std::vector<iovec> v(65, iovec{data, 0});
+    v.back().iov_len = sizeof data;
+    uint64_t prev = kio_deadline_set(kio_now() + 10000 * kMs);
+    ssize_t r = kio_writev(p[1], v.data(), int(v.size()));
+    kio_deadline_set(prev);
+    EXPECT_GT(r, 0);
+    EXPECT_LE(r, ssize_t(PIPE_BUF));
+    close(p[0]);
+    close(p[1]);
+}
+
 // Urgent (out-of-band) TCP data is a read-direction event: a fiber waiting
 // in kio_poll for POLLPRI is woken by it.
 TEST(SocketPoll, UrgentDataWakesAFiberWaitingForPollpri) {
@@ -3033,6 +3051,72 @@ TEST(Blocking, FileCallsQueuedBehindABusyPoolEndByCancelOrDeadline) {
     EXPECT_EQ(kio_pread(fd, b, sizeof b, 0), 4);
     EXPECT_EQ(kio_fsync(fd), 0);
     kio_close(fd);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+// kio_close of a descriptor whose kio_pwrite/kio_pread/kio_fsync waits in
+// the pool's queue wakes the fiber with -EBADF at once, and the job never
+// runs: the number may name another file by then (here it does).
+TEST(Blocking, CloseWithdrawsFileCallsQueuedBehindABusyPool) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    Hogs h;
+    std::vector<kio_task *> hogs;
+    for (int i = 0; i < 64; i++) hogs.push_back(kt::spawn([&] { return intptr_t(kio_blocking(hog, &h, nullptr)); }));
+    ASSERT_TRUE(kt::wait_flag(h.started, 64));
+    for (int op = 0; op < 3; op++) {
+        int fd = unlinked_temp_file();
+        ASSERT_GE(fd, 0);
+        std::atomic<int> started{0};
+        kio_task *t = kt::spawn([&] {
+            char b[4];
+            started = 1;
+            switch (op) {
+            case 0: return intptr_t(kio_pwrite(fd, "XXXX", 4, 0));
+            case 1: return intptr_t(kio_pread(fd, b, sizeof b, 0));
+            default: return intptr_t(kio_fsync(fd));
+            }
+        });
+        ASSERT_TRUE(kt::wait_flag(started, 1));
+        kio_sleep(20 * kMs);  // queued now
+        uint64_t t0 = kio_now();
+        ASSERT_EQ(kio_close(fd), 0);
+        int other = unlinked_temp_file();  // most likely the same number
+        ASSERT_GE(other, 0);
+        EXPECT_EQ(kt::await_ok(t), -EBADF) << "op " << op;
+        EXPECT_LT(kt::since(t0), kt::prompt(500 * kMs)) << "op " << op;
+        struct stat sb;
+        ASSERT_EQ(fstat(other, &sb), 0);
+        EXPECT_EQ(sb.st_size, 0) << "op " << op;
+        close(other);
+    }
+    h.release = 1;
+    for (kio_task *t : hogs) EXPECT_EQ(kt::await_ok(t), 0);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
+namespace {
+
+void *set_deadline_and_return(void *) {
+    kio_deadline_set(1);
+    return nullptr;
+}
+
+void *get_deadline(void *) { return reinterpret_cast<void *>(uintptr_t(kio_deadline_get())); }
+
+}  // namespace
+
+// A deadline that a kio_blocking function sets and leaves does not bound the
+// later jobs of its pool thread.
+TEST(Blocking, ADeadlineSetInAJobDoesNotOutliveIt) {
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    for (int i = 0; i < 20; i++) {  // one idle pool thread takes them all
+        ASSERT_EQ(kio_blocking(set_deadline_and_return, nullptr, nullptr), 0);
+        void *d = iv(7);
+        ASSERT_EQ(kio_blocking(get_deadline, nullptr, &d), 0);
+        EXPECT_EQ(d, nullptr) << "job " << i;
+    }
     EXPECT_EQ(rt.destroy(), 0);
 }
 
