@@ -64,7 +64,10 @@ struct ThreadCount {
 // a socket (by shutting it down).
 struct Doorbell {
     int poll_fd = -1, ring_fd = -1;
-    Doorbell() {
+    Doorbell() { open(); }
+    // Makes the descriptors; called again at a later wait if it failed (the
+    // process was out of descriptors), so the thread is not left without one.
+    void open() {
 #if defined(__linux__)
         poll_fd = ring_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 #else
@@ -104,6 +107,7 @@ struct BellScope {
     ThreadBell node{-1, nullptr};
     explicit BellScope(FdState *s) : st(s) {
         Doorbell &b = thread_doorbell();
+        if (st && b.poll_fd < 0) b.open();
         if (!st || b.poll_fd < 0) return;
         bell = &b;
         node.ring_fd = b.ring_fd;
@@ -314,7 +318,9 @@ static bool bad_iov(const struct iovec *iov, int iovcnt) {
 }
 
 // writev(2) of at most write_len of the vector's bytes: the leading entries
-// that fit, the last one cut (at most 64 entries then; a short count).
+// that fit, the last one cut (at most 64 nonempty entries then; a short
+// count). Empty entries are skipped, so that they cannot fill the 64 slots
+// and make the call write nothing.
 static long writev_capped(int fd, const struct iovec *iov, int iovcnt, int extra) {
     if (!(extra & kPipeBufWrite)) return ::writev(fd, iov, iovcnt);
     size_t total = 0;
@@ -324,6 +330,7 @@ static long writev_capped(int fd, const struct iovec *iov, int iovcnt, int extra
     struct iovec part[64];
     int n = 0;
     for (int i = 0; i < iovcnt && cap > 0 && n < 64; i++) {
+        if (iov[i].iov_len == 0) continue;
         part[n] = iov[i];
         if (part[n].iov_len > cap) part[n].iov_len = cap;
         cap -= part[n].iov_len;
