@@ -241,6 +241,12 @@ const char *park_name(int kind) {
 void print_wait(Out &o, const Task *t, int kind) {
     o.f("parked: %s", park_name(kind));
     const void *obj = t->wait_obj;
+    // The task may have woken and parked again meanwhile, on an object of
+    // another kind or on none (a sleep): describe the object only if the
+    // kind read before it still holds (Task and FdState memory is never
+    // unmapped, so a read that races a later change is harmless).
+    bool derefs = kind == KIO_PARK_MUTEX || kind == KIO_PARK_AWAIT || kind == KIO_PARK_IO;
+    if ((derefs && !obj) || t->wait_kind.load(std::memory_order_acquire) != kind) kind = -1;
     switch (kind) {
     case KIO_PARK_MUTEX: {
         auto *m = static_cast<const MutexImpl *>(obj);

@@ -1670,6 +1670,46 @@ TEST(DebugMigrate, OffByDefaultAndWithZero) {
 
 // ---------------------------------------------------------------------------
 
+// kio_dump from a plain thread while tasks keep moving between a contended
+// mutex and sleeps: a task read as parked on the mutex may be in a sleep (no
+// object) by the time its object is described. No crash, every dump 0.
+TEST(DebugDump, DumpWhileTasksMoveBetweenMutexAndSleep) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    static kio_mutex m = KIO_MUTEX_INIT;
+    static std::atomic<bool> stop;
+    stop = false;
+    std::vector<kio_task *> ts;
+    for (int i = 0; i < 16; i++)
+        ts.push_back(kt::spawn([] {
+            while (!stop.load()) {
+                if (kio_mutex_lock(&m) != 0) return intptr_t(1);
+                kio_yield();
+                kio_mutex_unlock(&m);
+                kio_sleep(10 * 1000);
+            }
+            return intptr_t(0);
+        }));
+    int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(devnull, 0);
+    std::atomic<int> bad{0}, dumps{0};
+    kio_runtime *r = rt.get();
+    std::thread dumper([&] {
+        while (!stop.load()) {
+            if (kio_dump(r, devnull) != 0) bad++;
+            dumps++;
+        }
+    });
+    kio_sleep(1000 * 1000 * 1000);
+    stop = true;
+    dumper.join();
+    for (kio_task *t : ts) EXPECT_EQ(kt::await_ok(t), 0);
+    EXPECT_EQ(bad.load(), 0);
+    EXPECT_GT(dumps.load(), 0);
+    close(devnull);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (std::strncmp(argv[i], "--kio-child=", 12) == 0) return child_main(argv[i] + 12);
