@@ -273,6 +273,12 @@ KIO_EXPORT int kio_spawn_ex(kio_runtime *rth, kio_fn fn, void *arg, const kio_sp
         if (!cw) return fail(-EPERM);
         rt = cw->rt;
     }
+    bool outside_rt = !(cw && cw->rt == rt);
+    // Refused before registering once shutdown is under way: callers that
+    // keep spawning from other threads would otherwise keep the count of
+    // outside calls above zero, and destroy, which waits for a moment
+    // without any, could wait for ever (32 such threads on 2 CPUs: > 90 s).
+    if (outside_rt && rt->shutting_down.load(std::memory_order_relaxed)) return fail(-ECANCELED);
     // Registered right after rt was found live, and before the shutdown
     // check: destroy then either refuses this spawn or waits until its task
     // is counted, and runs it. (A call that starts while destroy is freeing
