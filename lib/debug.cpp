@@ -659,6 +659,14 @@ void debug_list_remove(Runtime *rt) {
 
 }  // namespace
 
+int stall_signal_number() {
+#if defined(SIGRTMIN)
+    return SIGRTMIN + 3;
+#else
+    return SIGURG;  // macOS has no real-time signals; ignored by default
+#endif
+}
+
 int debug_runtime_start(Runtime *rt) {
     debug_list_add(rt);
     if (!rt->dump_signal && !rt->stall_ns) return 0;
@@ -670,11 +678,7 @@ int debug_runtime_start(Runtime *rt) {
         return e;
     }
     if (rt->stall_ns && !g_stall_signal) {
-#if defined(SIGRTMIN)
-        g_stall_signal = SIGRTMIN + 3;
-#else
-        g_stall_signal = SIGURG;  // macOS has no real-time signals; ignored by default
-#endif
+        g_stall_signal = stall_signal_number();
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_sigaction = on_stall_signal;

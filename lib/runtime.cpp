@@ -166,8 +166,12 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
     }
     if (const char *e = getenv("KIO_DEBUG_MIGRATE"); e && *e && *e != '0') o.debug_flags |= KIO_DEBUG_MIGRATE;
     if (o.dump_signal < 0 || o.dump_signal >= NSIG || o.dump_signal == SIGSEGV || o.dump_signal == SIGBUS ||
-        o.dump_signal == SIGKILL || o.dump_signal == SIGSTOP)
+        o.dump_signal == SIGKILL || o.dump_signal == SIGSTOP || o.dump_signal == stall_signal_number())
         return -EINVAL;
+    // A signal the C library keeps for itself (glibc's 32 and 33) cannot be
+    // handled: sigaction refuses even to report its disposition.
+    struct sigaction cur;
+    if (o.dump_signal && sigaction(o.dump_signal, nullptr, &cur) != 0) return -EINVAL;
     if (current_worker()) return -EBUSY;
     init_fences();
     Backend backend;

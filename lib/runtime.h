@@ -135,6 +135,7 @@ void cancel_all(Runtime *rt);
 void *debug_thread_start();            // alternate signal stack for a worker thread
 void debug_thread_stop(void *altstack);
 int debug_runtime_start(Runtime *rt);  // monitor thread (dump signal, stall watchdog)
+int stall_signal_number();              // the signal the stall watchdog sends workers
 void debug_runtime_stop(Runtime *rt);
 
 // Completion queues (cq.cpp).

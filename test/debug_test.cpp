@@ -980,7 +980,15 @@ TEST(DebugDump, DumpSignalWritesTheDumpToStderr) {
 }
 
 TEST(DebugDump, DumpSignalValidation) {
-    for (int sig : {-1, int(NSIG), SIGSEGV, SIGBUS, SIGKILL, SIGSTOP}) {
+    std::vector<int> bad = {-1, int(NSIG), SIGSEGV, SIGBUS, SIGKILL, SIGSTOP};
+#if defined(SIGRTMIN)
+    bad.push_back(SIGRTMIN + 3);  // the stall watchdog's
+#endif
+#if defined(__GLIBC__)
+    bad.push_back(32);  // glibc's own (cancellation, setxid)
+    bad.push_back(33);
+#endif
+    for (int sig : bad) {
         kio_options o;
         kio_options_init(&o);
         o.dump_signal = sig;
