@@ -96,7 +96,7 @@ struct Out {
 
 #if KIO_HAVE_UNWIND
 // A ucontext holding the registers of a fiber suspended in kio_ctx_switch.
-void context_of_suspended(const Task *t, unw_context_t *uc) {
+KIO_NO_ASAN void context_of_suspended(const Task *t, unw_context_t *uc) {
     [[maybe_unused]] SanIgnoreReads racy;  // t may resume meanwhile
     memset(uc, 0, sizeof *uc);
     auto *sp = static_cast<const uint64_t *>(static_cast<void *>(t->sp));
@@ -734,6 +734,32 @@ KIO_EXPORT void kio_stats_init(struct kio_stats *out) noexcept {
     out->size = sizeof *out;
 }
 
+namespace {
+
+// A kio_stats or kio_dump call that reads rt: destroy does not free the
+// workers and tasks while one is registered, and one that registers once
+// destroy has begun freeing backs off (ok() false).
+class Observer {
+  public:
+    explicit Observer(Runtime *rt) : rt_(rt) {
+        if (!rt_) return;
+        rt_->observers.fetch_add(1, std::memory_order_seq_cst);
+        ok_ = !rt_->freeing.load(std::memory_order_seq_cst);
+    }
+    ~Observer() {
+        if (rt_) rt_->observers.fetch_sub(1, std::memory_order_release);
+    }
+    bool ok() const { return ok_; }
+    Observer(const Observer &) = delete;
+    Observer &operator=(const Observer &) = delete;
+
+  private:
+    Runtime *rt_;
+    bool ok_ = false;
+};
+
+}  // namespace
+
 KIO_EXPORT int kio_stats(kio_runtime *rth, struct kio_stats *out) noexcept {
     if (!out || out->size < offsetof(struct kio_stats, stack_committed) + sizeof(uint64_t))
         return -EINVAL;
@@ -742,7 +768,8 @@ KIO_EXPORT int kio_stats(kio_runtime *rth, struct kio_stats *out) noexcept {
         Worker *w = current_worker();
         rt = w ? w->rt : nullptr;
     }
-    if (!rt) return -EINVAL;
+    Observer observe(rt);
+    if (!observe.ok()) return -EINVAL;
     struct kio_stats s;
     memset(&s, 0, sizeof s);
     s.size = out->size;
@@ -801,7 +828,9 @@ KIO_EXPORT int kio_dump(kio_runtime *rth, int fd) noexcept {
         Worker *w = current_worker();
         rt = w ? w->rt : nullptr;
     }
-    if (!rt || fd < 0) return -EINVAL;
+    if (fd < 0) return -EINVAL;
+    Observer observe(rt);
+    if (!observe.ok()) return -EINVAL;
     Out o(fd);
     unsigned n = rt->nstarted.load(std::memory_order_acquire);
     int64_t live = rt->live_tasks();

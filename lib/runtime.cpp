@@ -9,6 +9,8 @@
 // and join the other workers, free everything.
 #include <unistd.h>
 
+#include <sched.h>
+
 #include <csignal>
 #include <cerrno>
 #include <cstddef>
@@ -281,6 +283,11 @@ KIO_EXPORT int kio_runtime_destroy(kio_runtime *rth) noexcept {
     debug_runtime_stop(rt);
     debug_thread_stop(rt->workers[0].altstack);
     set_current_worker(nullptr);
+    // Observers (kio_stats, kio_dump on other threads) that registered
+    // before `freeing` read the workers: wait them out. The seq_cst store
+    // and loads pair with Observer's registration (a Dekker pair).
+    rt->freeing.store(true, std::memory_order_seq_cst);
+    while (rt->observers.load(std::memory_order_seq_cst) > 0) sched_yield();
     free_runtime(rt);
     return 0;
 }

@@ -48,6 +48,11 @@ struct Runtime : kio_runtime {
     std::atomic<bool> shutting_down{false};
     std::atomic<bool> exiting{false};
     std::atomic<int> outside_calls{0};  // plain threads inside kio_spawn, or kio_await/cancel/select on our tasks
+    // kio_stats and kio_dump, from any thread, read the workers until the
+    // very end: destroy sets `freeing`, then waits for `observers` to drop
+    // to zero before it frees them (see Observer in debug.cpp).
+    std::atomic<int> observers{0};
+    std::atomic<bool> freeing{false};
     std::atomic<class BlockingPool *> blocking{nullptr};  // created on first use
 
     // Debugging options (kio_options).

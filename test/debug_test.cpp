@@ -1718,6 +1718,48 @@ TEST(DebugDump, DumpWhileTasksMoveBetweenMutexAndSleep) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// kio_stats and kio_dump on another thread while the runtime is destroyed:
+// each returns 0 or, once destroy is freeing the runtime, -EINVAL; destroy
+// does not free what they are reading (the ASan build checks that).
+TEST(DebugDump, StatsAndDumpRacingDestroy) {
+    int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(devnull, 0);
+    for (int i = 0; i < 40; i++) {
+        kio_options o;
+        kio_options_init(&o);
+        o.threads = 2;
+        kio_runtime *rt = nullptr;
+        ASSERT_EQ(kio_runtime_create(&o, &rt), 0);
+        for (int k = 0; k < 8; k++) {
+            kio_task *t;
+            ASSERT_EQ(kio_spawn(rt, [](void *) -> void * {
+                kio_sleep(uint64_t(3600) * 1000 * 1000 * 1000);
+                return nullptr;
+            }, nullptr, &t), 0);
+            ASSERT_EQ(kio_detach(t), 0);
+        }
+        std::atomic<bool> stop{false}, started{false};
+        std::atomic<int> bad{0};
+        std::thread observer([&] {
+            while (!stop.load()) {
+                struct kio_stats s;
+                memset(&s, 0, sizeof s);
+                s.size = sizeof s;
+                int a = kio_stats(rt, &s), b = kio_dump(rt, devnull);
+                if ((a != 0 && a != -EINVAL) || (b != 0 && b != -EINVAL)) bad++;
+                started = true;
+            }
+        });
+        while (!started.load()) kio_yield();
+        kio_sleep(uint64_t(i % 5) * 1000 * 1000);
+        ASSERT_EQ(kio_runtime_destroy(rt), 0);
+        stop = true;
+        observer.join();
+        EXPECT_EQ(bad.load(), 0) << "round " << i;
+    }
+    close(devnull);
+}
+
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (std::strncmp(argv[i], "--kio-child=", 12) == 0) return child_main(argv[i] + 12);
