@@ -332,7 +332,9 @@ KIO_EXPORT int kio_await(kio_task *h, void **result) noexcept {
     if (!t) return -EINVAL;
     OutsideCall outside(t);
     Task *self = current_task();
-    if (t == self) return -EDEADLK;
+    // The caller's own handle: -EINVAL like any other once detached or
+    // consumed (as kio_select and kio_cancel_request say), else -EDEADLK.
+    if (t == self) return handle_open(t, gen) ? -EDEADLK : -EINVAL;
     // Cancellation before the task's state: a canceled caller gets
     // -ECANCELED whether the task is finished or awaited by another (-EBUSY).
     // A detached or consumed handle is -EINVAL all the same (take_handle
@@ -353,7 +355,7 @@ KIO_EXPORT int kio_cancel(kio_task *h, void **result) noexcept {
     Task *t = from_handle(h, &gen);
     if (!t) return -EINVAL;
     OutsideCall outside(t);
-    if (t == current_task()) return -EDEADLK;
+    if (t == current_task()) return handle_open(t, gen) ? -EDEADLK : -EINVAL;  // as kio_await
     if (int e = take_handle(t, gen, Task::kClaimed)) return e;
     request_cancel(t);
     wait_finished(t, false);

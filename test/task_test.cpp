@@ -261,6 +261,33 @@ TEST(TaskHandle, CancelOrDetachAfterAwaitIsEinval) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// A task's own handle, once detached, is -EINVAL for every call, the same as
+// any detached handle (kio_select and kio_cancel_request already said so;
+// kio_await and kio_cancel said -EDEADLK).
+TEST(TaskHandle, OwnDetachedHandleIsEinvalForEveryCall) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<kio_task *> self{nullptr};
+    std::atomic<int> rcs[4] = {{1}, {1}, {1}, {1}};
+    std::atomic<bool> done{false};
+    kio_task *t = kt::spawn([&] {
+        while (!self.load()) kio_yield();
+        kio_task *h = self.load();
+        rcs[0] = kio_await(h, nullptr);
+        rcs[1] = kio_cancel(h, nullptr);
+        size_t idx;
+        rcs[2] = kio_select(&h, 1, &idx);
+        rcs[3] = kio_cancel_request(h);
+        done = true;
+        return intptr_t(0);
+    });
+    ASSERT_EQ(kio_detach(t), 0);
+    self = t;
+    while (!done.load()) kio_sleep(1000 * 1000);
+    for (int i = 0; i < 4; i++) EXPECT_EQ(rcs[i].load(), -EINVAL) << "call " << i;
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(TaskHandle, NullHandleIsEinval) {
     kt::Rt rt(1);
     ASSERT_EQ(rt.rc(), 0);
