@@ -66,7 +66,9 @@ extern "C" {
 KIO_API const char *kio_version(void) KIO_NOEXCEPT;
 
 /* A static description of an error code. Accepts -EXXX (as kio returns it) or
- * EXXX. Unknown codes give "Unknown error". Thread-safe; never NULL. */
+ * EXXX. Codes kio does not word itself get the C library's static description
+ * where there is one (glibc 2.32+), else "Unknown error". Thread-safe; never
+ * NULL. */
 KIO_API const char *kio_strerror(int err) KIO_NOEXCEPT;
 
 /* ---------------------------------------------------------------------------

@@ -34,7 +34,11 @@ KIO_EXPORT const char *kio_strerror(int err) noexcept {
     case ECONNREFUSED: return "Connection refused";
     default: break;
     }
-    // Thread-safe and static: strerror is neither, so only known codes get
-    // a kio wording; others fall back to a fixed string.
+    // Other codes (those passed through from failed system calls): the C
+    // library's description where it has a thread-safe, static one (glibc
+    // 2.32's strerrordesc_np; strerror is neither), else a fixed string.
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+    if (const char *d = strerrordesc_np(err)) return d;
+#endif
     return "Unknown error";
 }

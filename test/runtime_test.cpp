@@ -821,6 +821,21 @@ TEST(Strerror, KnownCodesBothSignsSameAndNeverNull) {
     EXPECT_STRNE(kio_strerror(-ETIMEDOUT), kio_strerror(-EBUSY));
 }
 
+// Codes passed through from system calls get the C library's description
+// where it has a thread-safe one (glibc 2.32+).
+TEST(Strerror, PassedThroughSystemCodesAreDescribed) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+    for (int e : {ENOENT, EADDRINUSE, EMSGSIZE, EIO, EMFILE, EISCONN}) {
+        SCOPED_TRACE("errno " + std::to_string(e));
+        EXPECT_STREQ(kio_strerror(-e), strerrordesc_np(e));
+        EXPECT_STREQ(kio_strerror(e), kio_strerror(-e));
+        EXPECT_STRNE(kio_strerror(-e), "Unknown error");
+    }
+#else
+    GTEST_SKIP() << "no strerrordesc_np: such codes give \"Unknown error\"";
+#endif
+}
+
 TEST(Strerror, UnknownCodesGiveUnknownError) {
     for (int e : {123456, -123456, 4095, -4095, INT_MAX, -INT_MAX, INT_MIN}) {
         SCOPED_TRACE("code " + std::to_string(e));
