@@ -387,13 +387,20 @@ KIO_EXPORT ssize_t kio_sendto(int fd, const void *buf, size_t len, int flags,
                    [&](int extra) { return ::sendto(fd, buf, len, flags | MSG_NOSIGNAL | extra, addr, addrlen); });
 }
 
+// A NULL message, or a NULL vector or buffer with bytes to move: the
+// contract's -EINVAL, not the kernel's -EFAULT. (A vector longer than
+// IOV_MAX is left to the kernel: -EMSGSIZE.)
+static bool bad_msg(const struct msghdr *msg) {
+    return !msg || (msg->msg_iovlen <= size_t(IOV_MAX) && bad_iov(msg->msg_iov, int(msg->msg_iovlen)));
+}
+
 KIO_EXPORT ssize_t kio_recvmsg(int fd, struct msghdr *msg, int flags) noexcept {
-    if (!msg) return -EINVAL;
+    if (bad_msg(msg)) return -EINVAL;
     return io_loop(fd, kIn, [&](int extra) { return ::recvmsg(fd, msg, flags | extra); });
 }
 
 KIO_EXPORT ssize_t kio_sendmsg(int fd, const struct msghdr *msg, int flags) noexcept {
-    if (!msg) return -EINVAL;
+    if (bad_msg(msg)) return -EINVAL;
     return io_loop(fd, kOut, [&](int extra) { return ::sendmsg(fd, msg, flags | MSG_NOSIGNAL | extra); });
 }
 

@@ -838,6 +838,16 @@ TEST(SocketErrors, InvalidArgumentsAreEinval) {
     ASSERT_TRUE(unix_pair(sv));
     EXPECT_EQ(kio_recvmsg(sv[0], nullptr, 0), -EINVAL);
     EXPECT_EQ(kio_sendmsg(sv[0], nullptr, 0), -EINVAL);
+    {  // a NULL vector, or a NULL buffer with a length, as kio_readv/kio_writev
+        msghdr m{};
+        m.msg_iovlen = 1;
+        EXPECT_EQ(kio_recvmsg(sv[0], &m, 0), -EINVAL);
+        EXPECT_EQ(kio_sendmsg(sv[0], &m, 0), -EINVAL);
+        iovec v{nullptr, 5};
+        m.msg_iov = &v;
+        EXPECT_EQ(kio_recvmsg(sv[0], &m, 0), -EINVAL);
+        EXPECT_EQ(kio_sendmsg(sv[0], &m, 0), -EINVAL);
+    }
     EXPECT_EQ(kio_poll(sv[0], 0, 0), -EINVAL);
     EXPECT_EQ(kio_poll(sv[0], 0, kio_now() + kSec), -EINVAL);
     EXPECT_EQ(kio_connect(sv[0], nullptr, 0), -EINVAL);
