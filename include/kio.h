@@ -374,7 +374,9 @@ KIO_API void kio_cond_broadcast(kio_cond *c) KIO_NOEXCEPT;
  * reaches it, leaving nothing registered behind. Calls that take their own
  * deadline use the earlier of the two. Exceptions: kio_pread, kio_pwrite and
  * kio_fsync are bounded only until a pool thread starts them (see Files);
- * kio_listen_tcp and kio_dial_tcp bound their name lookup on fibers only.
+ * kio_listen_tcp and kio_dial_tcp bound their name lookup on fibers only; on
+ * a plain thread, kio_open, kio_pread, kio_pwrite, kio_fsync and kio_blocking
+ * run on that thread and are not bounded.
  * ------------------------------------------------------------------------- */
 
 /* Sets the calling task's deadline (kio_now() base; 0 = none) and returns the
@@ -562,7 +564,7 @@ struct kio_stats {
     uint64_t steals;           /* tasks taken from other workers */
     uint64_t parks[KIO_PARK_KINDS]; /* parks so far, by kind */
     uint64_t stack_reserved;   /* bytes of address space reserved for stacks */
-    uint64_t stack_committed;  /* bytes of stacks handed out at least once */
+    uint64_t stack_committed;  /* bytes of stacks carved so far (in batches of 32) */
     /* more fields may follow in later versions */
 };
 
