@@ -136,6 +136,10 @@ command -v wrk >/dev/null || note "wrk is not installed: no http results"
 # and sets PORT; returns 1 (with a NOTE) if it does not come up in 10 s.
 start_server() {
     local label=$1; shift
+    # Emptied here first: the background job opens its redirections only
+    # once it runs, and until then the file is missing (sed fails) or still
+    # holds the previous server's port.
+    : > "$TMP/server.out"
     "$@" > "$TMP/server.out" 2> "$TMP/server.err" &
     SERVER_PID=$!
     for _ in $(seq 100); do

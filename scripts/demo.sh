@@ -18,6 +18,7 @@ trap cleanup EXIT
 
 # Starts a server on port 0 and prints the port it chose.
 start_server() {  # binary, log file
+    : >"$2"  # there before the sed below (the job opens it only once it runs)
     "$1" 0 0 127.0.0.1 >"$2" 2>&1 &
     pids+=($!)
     for _ in $(seq 100); do

@@ -68,6 +68,9 @@ fail() {
 # its "listening on <port>" line.
 start() {
     local name=$1; shift
+    # Made here first: the background job opens its redirections only once
+    # it runs, and a sed of a file not there yet failed the script (exit 2).
+    : > "$TMP/$name.out"
     "${WRAP[@]}" "$@" > "$TMP/$name.out" 2> "$TMP/$name.err" &
     PIDS+=($!)
     SERVER_PID=$!
