@@ -363,8 +363,37 @@ KIO_EXPORT ssize_t kio_writev(int fd, const struct iovec *iov, int iovcnt) noexc
     });
 }
 
+// MSG_WAITALL on a stream socket: a receive that returns only once it has
+// len bytes (or end of file, or an error), as recv(2) on a blocking socket
+// does; a non-blocking one returns what is there. Not with MSG_PEEK (a peek
+// does not consume, so a loop of them cannot wait for more) or MSG_DONTWAIT.
+bool wants_all(int fd, int flags, size_t len) {
+    if (!(flags & MSG_WAITALL) || (flags & (MSG_PEEK | MSG_DONTWAIT)) || len == 0) return false;
+    int type = 0;
+    socklen_t tl = sizeof type;
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_STREAM;
+}
+
+// Receives into buf until len bytes came: recv_some(p, n) receives once
+// (without MSG_WAITALL). An error, the deadline or cancellation after some
+// bytes ends it with their count, as a signal does recv(2)'s; the next call
+// reports the condition.
+template <class RecvSome>
+ssize_t recv_all(void *buf, size_t len, RecvSome recv_some) {
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = recv_some(static_cast<char *>(buf) + got, len - got);
+        if (r < 0) return got ? ssize_t(got) : r;
+        if (r == 0) break;  // end of file
+        got += size_t(r);
+    }
+    return ssize_t(got);
+}
+
 KIO_EXPORT ssize_t kio_recv(int fd, void *buf, size_t len, int flags) noexcept {
     if (null_buf(buf, len)) return -EINVAL;
+    if (wants_all(fd, flags, len))
+        return recv_all(buf, len, [&](char *p, size_t n) { return kio_recv(fd, p, n, flags & ~MSG_WAITALL); });
     // Only a plain receive says the queue is empty when it comes back short.
     return io_loop(fd, kIn, [&](int extra) { return ::recv(fd, buf, len, flags | extra); }, flags ? 0 : len);
 }
@@ -377,6 +406,15 @@ KIO_EXPORT ssize_t kio_send(int fd, const void *buf, size_t len, int flags) noex
 KIO_EXPORT ssize_t kio_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
                                 socklen_t *addrlen) noexcept {
     if (null_buf(buf, len)) return -EINVAL;
+    if (wants_all(fd, flags, len)) {
+        // The first receive reports the address, as recvfrom(2) would.
+        bool first = true;
+        return recv_all(buf, len, [&](char *p, size_t n) {
+            if (!first) return kio_recv(fd, p, n, flags & ~MSG_WAITALL);
+            first = false;
+            return kio_recvfrom(fd, p, n, flags & ~MSG_WAITALL, addr, addrlen);
+        });
+    }
     return io_loop(fd, kIn, [&](int extra) { return ::recvfrom(fd, buf, len, flags | extra, addr, addrlen); });
 }
 

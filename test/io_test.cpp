@@ -2107,6 +2107,60 @@ TEST(SocketPlainThread, CappedWritevSkipsEmptyEntries) {
 
 // Urgent (out-of-band) TCP data is a read-direction event: a fiber waiting
 // in kio_poll for POLLPRI is woken by it.
+// MSG_WAITALL on a stream socket fills the buffer, as recv(2) on a blocking
+// socket does, though every socket a fiber uses is non-blocking: the data
+// arrives 2 bytes at a time. End of file, or the deadline, after some data
+// gives that count. On a datagram socket it returns one datagram.
+TEST(SocketRecv, WaitallFillsTheBufferOnAStreamSocket) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    for (int variant = 0; variant < 2; variant++) {
+        int sv[2];
+        ASSERT_TRUE(unix_pair(sv));
+        kio_task *w = kt::spawn([&] {
+            for (int i = 0; i < 4; i++) {
+                kio_sleep(10 * kMs);
+                if (kio_send(sv[1], "abcdefgh" + 2 * i, 2, 0) != 2) return intptr_t(-1);
+            }
+            kio_sleep(10 * kMs);
+            if (kio_send(sv[1], "xyz", 3, 0) != 3) return intptr_t(-1);
+            shutdown(sv[1], SHUT_WR);
+            return intptr_t(0);
+        });
+        char b[16] = {0};
+        ssize_t r = variant ? kio_recvfrom(sv[0], b, 8, MSG_WAITALL, nullptr, nullptr)
+                            : kio_recv(sv[0], b, 8, MSG_WAITALL);
+        EXPECT_EQ(r, 8) << "variant " << variant;
+        EXPECT_EQ(std::string(b, 8), "abcdefgh");
+        EXPECT_EQ(kio_recv(sv[0], b, 8, MSG_WAITALL), 3) << "end of file after 3 bytes";
+        EXPECT_EQ(kt::await_ok(w), 0);
+        kio_close(sv[0]);
+        kio_close(sv[1]);
+    }
+    {  // the deadline after some data: the count
+        int sv[2];
+        ASSERT_TRUE(unix_pair(sv));
+        ASSERT_EQ(kio_send(sv[1], "ab", 2, 0), 2);
+        char b[8];
+        uint64_t prev = kio_deadline_set(kio_now() + 50 * kMs);
+        EXPECT_EQ(kio_recv(sv[0], b, 8, MSG_WAITALL), 2);
+        EXPECT_EQ(kio_recv(sv[0], b, 8, MSG_WAITALL), -ETIMEDOUT);
+        kio_deadline_set(prev);
+        kio_close(sv[0]);
+        kio_close(sv[1]);
+    }
+    {  // a datagram socket: one datagram
+        int sv[2];
+        ASSERT_TRUE(unix_pair(sv, false, SOCK_DGRAM));
+        ASSERT_EQ(kio_send(sv[1], "abc", 3, 0), 3);
+        char b[8];
+        EXPECT_EQ(kio_recv(sv[0], b, 8, MSG_WAITALL), 3);
+        kio_close(sv[0]);
+        kio_close(sv[1]);
+    }
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(SocketPoll, UrgentDataWakesAFiberWaitingForPollpri) {
     kt::Rt rt(2);
     ASSERT_EQ(rt.rc(), 0);
