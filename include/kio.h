@@ -203,7 +203,8 @@ KIO_API int kio_spawn_ex(kio_runtime *rt, kio_fn fn, void *arg, const kio_spawn_
  * and before the task's state (finished, or -EBUSY).
  * Errors: -EINVAL (task NULL, consumed or detached), -EBUSY (another caller is
  * already awaiting or canceling this task), -EDEADLK (a task awaiting itself),
- * -ECANCELED. Thread safety: any thread; plain threads block. */
+ * -ECANCELED, -ETIMEDOUT (the caller's deadline scope; the handle stays
+ * valid). Thread safety: any thread; plain threads block. */
 KIO_API int kio_await(kio_task *task, void **result) KIO_NOEXCEPT;
 
 /* Requests cancellation of the task, waits for it to finish, stores its return
@@ -233,8 +234,8 @@ KIO_API int kio_detach(kio_task *task) KIO_NOEXCEPT;
  * name that (no longer valid) handle. A cancellation point (when no task has
  * finished yet). Errors: -EINVAL (tasks or index
  * NULL, count 0 or over 2^30, a NULL, consumed or detached handle), -EDEADLK
- * (the caller is among the tasks), -ECANCELED, -ENOMEM (count over 16 needs
- * an allocation).
+ * (the caller is among the tasks), -ECANCELED, -ETIMEDOUT (the caller's
+ * deadline scope), -ENOMEM (count over 16 needs an allocation).
  * Thread safety: any thread; plain threads block. */
 KIO_API int kio_select(kio_task *const *tasks, size_t count, size_t *index) KIO_NOEXCEPT;
 
@@ -283,11 +284,14 @@ KIO_API uint64_t kio_now(void) KIO_NOEXCEPT;
 
 /* Parks the calling fiber for at least ns nanoseconds (a plain thread sleeps).
  * kio_sleep(0) yields. A cancellation point; from a plain thread it cannot be
- * canceled. Errors: -ECANCELED, -ENOMEM (the timer could not be queued). */
+ * canceled. Errors: -ECANCELED, -ETIMEDOUT (the caller's deadline scope ends
+ * first), -ENOMEM (the timer could not be queued). */
 KIO_API int kio_sleep(uint64_t ns) KIO_NOEXCEPT;
 
-/* Parks until kio_now() >= deadline; returns at once if that has passed.
- * A cancellation point. Errors: -ECANCELED, -ENOMEM. */
+/* Parks until kio_now() >= deadline; returns 0 at once if that has passed
+ * (after the cancellation check: a canceled task gets -ECANCELED even then).
+ * A cancellation point. Errors: -ECANCELED, -ETIMEDOUT (the caller's deadline
+ * scope ends first), -ENOMEM. */
 KIO_API int kio_sleep_until(uint64_t deadline) KIO_NOEXCEPT;
 
 /* ---------------------------------------------------------------------------
@@ -325,7 +329,8 @@ KIO_API void kio_mutex_init(kio_mutex *m) KIO_NOEXCEPT;
  * owner holds it. A cancellation point: returns -ECANCELED without the lock if
  * the calling task is canceled (checked on entry and while parked).
  * Errors: -EINVAL (m NULL), -EDEADLK (the caller already holds m),
- * -ECANCELED. Thread safety: any thread. */
+ * -ECANCELED, -ETIMEDOUT (the caller's deadline scope). Thread safety: any
+ * thread. */
 KIO_API int kio_mutex_lock(kio_mutex *m) KIO_NOEXCEPT;
 
 /* Locks m if it is free right now (and no waiter is owed a hand-off). Returns
@@ -347,7 +352,8 @@ KIO_API void kio_cond_init(kio_cond *c) KIO_NOEXCEPT;
  * point. Spurious wakeups do not happen, but callers should still re-check
  * their predicate in a loop, as with pthreads.
  * Errors: -EINVAL (c or m NULL), -EPERM (the caller does not hold m),
- * -ECANCELED. Thread safety: any thread. */
+ * -ECANCELED, -ETIMEDOUT (the caller's deadline scope). Thread safety: any
+ * thread. */
 KIO_API int kio_cond_wait(kio_cond *c, kio_mutex *m) KIO_NOEXCEPT;
 
 /* kio_cond_wait with an absolute deadline in the kio_now() time base.
@@ -360,7 +366,8 @@ KIO_API int kio_cond_wait_until(kio_cond *c, kio_mutex *m, uint64_t deadline) KI
  * waiter's predicate check. Thread safety: any thread. */
 KIO_API void kio_cond_signal(kio_cond *c) KIO_NOEXCEPT;
 
-/* Wakes every waiter of c. NULL is ignored. Thread safety: any thread. */
+/* Wakes every waiter of c; each then re-locks the mutex, in no particular
+ * order. NULL is ignored. Thread safety: any thread. */
 KIO_API void kio_cond_broadcast(kio_cond *c) KIO_NOEXCEPT;
 
 
