@@ -3060,6 +3060,17 @@ namespace {
 // Pool jobs that hold their thread until released (at most 10 s).
 struct Hogs {
     std::atomic<int> started{0}, release{0};
+    std::vector<kio_task *> tasks;
+
+    // Occupies all 64 threads of the caller's runtime's pool; false if they
+    // did not all start.
+    bool occupy_pool();
+    // Lets them go and awaits their tasks.
+    void free_pool() {
+        release = 1;
+        for (kio_task *t : tasks) EXPECT_EQ(kt::await_ok(t), 0);
+        tasks.clear();
+    }
 };
 
 void *hog(void *arg) {
@@ -3067,6 +3078,11 @@ void *hog(void *arg) {
     h->started.fetch_add(1);
     for (int i = 0; i < 10000 && !h->release.load(); i++) usleep(1000);
     return nullptr;
+}
+
+bool Hogs::occupy_pool() {
+    for (int i = 0; i < 64; i++) tasks.push_back(kt::spawn([this] { return intptr_t(kio_blocking(hog, this, nullptr)); }));
+    return kt::wait_flag(started, 64);
 }
 
 }  // namespace
@@ -3080,9 +3096,7 @@ TEST(Blocking, FileCallsQueuedBehindABusyPoolEndByCancelOrDeadline) {
     kt::Rt rt(2);
     ASSERT_EQ(rt.rc(), 0);
     Hogs h;
-    std::vector<kio_task *> hogs;
-    for (int i = 0; i < 64; i++) hogs.push_back(kt::spawn([&] { return intptr_t(kio_blocking(hog, &h, nullptr)); }));
-    ASSERT_TRUE(kt::wait_flag(h.started, 64));
+    ASSERT_TRUE(h.occupy_pool());
     std::atomic<int> started{0};
     kio_task *reader = kt::spawn([&] {
         char b[4];
@@ -3103,8 +3117,7 @@ TEST(Blocking, FileCallsQueuedBehindABusyPoolEndByCancelOrDeadline) {
     kio_deadline_set(kio_now() - 1);
     EXPECT_EQ(kio_pwrite(fd, "abcd", 4, 0), -ETIMEDOUT) << "a deadline already past";
     kio_deadline_set(prev);
-    h.release = 1;
-    for (kio_task *t : hogs) EXPECT_EQ(kt::await_ok(t), 0);
+    h.free_pool();
     kio_sleep(20 * kMs);
     struct stat sb;
     ASSERT_EQ(fstat(fd, &sb), 0);
@@ -3125,9 +3138,7 @@ TEST(Blocking, CloseWithdrawsFileCallsQueuedBehindABusyPool) {
     kt::Rt rt(2);
     ASSERT_EQ(rt.rc(), 0);
     Hogs h;
-    std::vector<kio_task *> hogs;
-    for (int i = 0; i < 64; i++) hogs.push_back(kt::spawn([&] { return intptr_t(kio_blocking(hog, &h, nullptr)); }));
-    ASSERT_TRUE(kt::wait_flag(h.started, 64));
+    ASSERT_TRUE(h.occupy_pool());
     for (int op = 0; op < 3; op++) {
         int fd = unlinked_temp_file();
         ASSERT_GE(fd, 0);
@@ -3154,8 +3165,7 @@ TEST(Blocking, CloseWithdrawsFileCallsQueuedBehindABusyPool) {
         EXPECT_EQ(sb.st_size, 0) << "op " << op;
         close(other);
     }
-    h.release = 1;
-    for (kio_task *t : hogs) EXPECT_EQ(kt::await_ok(t), 0);
+    h.free_pool();
     EXPECT_EQ(rt.destroy(), 0);
 }
 
