@@ -141,6 +141,31 @@ size_t walk(unw_cursor_t *c, size_t max, F f, bool *at_end = nullptr) {
     return n;
 }
 
+// The return addresses of a suspended fiber, innermost first, into frames
+// (at most max); 0 if it is running or not started. While the walk reads
+// its stack, whoever would resume it waits (set_current in scheduler.cpp):
+// a fiber that ran on under the walk would change the frames it follows,
+// and a walk through garbage can fault (it did under qemu-user). Only the
+// addresses are gathered here; naming them (slow) comes after.
+size_t walk_suspended(Task *t, void **frames, size_t max) {
+    bool free_ = false;
+    while (!t->walked.compare_exchange_weak(free_, true, std::memory_order_acquire)) {  // one walker at a time
+        free_ = false;
+        cpu_relax();
+    }
+    heavy_fence();  // walked before on_cpu; pairs with set_current's barrier
+    size_t n = 0;
+    if (!t->on_cpu.load(std::memory_order_relaxed) && t->sp) {
+        unw_context_t uc;
+        context_of_suspended(t, &uc);
+        unw_cursor_t c;
+        if (unw_init_local(&c, &uc) == 0)
+            n = walk(&c, max, [&](unw_word_t ip, unw_cursor_t *, size_t i) { frames[i] = reinterpret_cast<void *>(ip); });
+    }
+    t->walked.store(false, std::memory_order_release);
+    return n;
+}
+
 // Prints frames; a run of identical return addresses (deep recursion) is
 // shown once. `demangle` is not async-signal-safe: off in signal handlers.
 class FramePrinter {
@@ -295,15 +320,8 @@ void dump_task(Out &o, Task *t, Runtime *rt) {
     if (t->pinned && t->home) o.f(" (pinned to worker %u)", t->home->index);
     o.str("\n");
 #if KIO_HAVE_UNWIND
-    if (t->sp) {
-        unw_context_t uc;
-        context_of_suspended(t, &uc);
-        unw_cursor_t c;
-        if (unw_init_local(&c, &uc) == 0) {
-            FramePrinter p(o, true);
-            walk(&c, 64, [&](unw_word_t ip, unw_cursor_t *cur, size_t i) { p.frame(ip, cur, i); });
-        }
-    }
+    void *frames[64];
+    print_frames(o, frames, walk_suspended(t, frames, 64));
 #endif
 }
 
@@ -809,8 +827,8 @@ KIO_EXPORT int kio_backtrace(kio_task *h, void **frames, size_t max) noexcept {
         if (t == current_task()) return kio_backtrace(nullptr, frames, max);
         if (t->state.load(std::memory_order_acquire) == Task::kNew) return 0;  // no stack yet
         if (running(t)) return -EBUSY;
-        context_of_suspended(t, &uc);
-        if (unw_init_local(&c, &uc) < 0) return -ENOTSUP;
+        size_t n = walk_suspended(t, frames, max);
+        return n || !max || !running(t) ? int(n) : -EBUSY;
     }
     size_t n = walk(&c, max, [&](unw_word_t ip, unw_cursor_t *, size_t i) {
         frames[i] = reinterpret_cast<void *>(ip);

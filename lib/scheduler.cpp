@@ -559,13 +559,28 @@ void after_switch_general(SwitchMsg *in) {
     if (left) left->on_cpu.store(false, std::memory_order_relaxed);
 }
 
+// A backtrace is reading next's stack (kio_dump, kio_backtrace): it must not
+// change under the walk.
+KIO_NOINLINE void wait_out_walk(Task *next) {
+    while (next->walked.load(std::memory_order_acquire)) cpu_relax();
+}
+
 // next (nullptr: the idle context) becomes w's running context; after_switch
 // does the rest of the bookkeeping, on the arriving side. A fiber counts as
 // running (on_cpu, the mutex's hint for spinning) from here on, before the
 // switch: a locker should spin on it, not park.
 inline void set_current(Worker *w, Task *next) {
     w->current = next;
-    if (next) next->on_cpu.store(true, std::memory_order_relaxed);
+    if (next) {
+        next->on_cpu.store(true, std::memory_order_relaxed);
+        // The walk guard's Dekker pair: on_cpu, then walked here; walked,
+        // heavy_fence(), then on_cpu in walk_suspended. A compiler barrier
+        // only, also where heavy_fence() has no membarrier to pair with: a
+        // full fence on every switch would cost more than the guard is
+        // worth, and the race it leaves is a store buffer's drain long.
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        if (KIO_UNLIKELY(next->walked.load(std::memory_order_acquire))) wait_out_walk(next);
+    }
 }
 
 // Leaves the running context of w (w->current, or the idle context when it is

@@ -66,6 +66,9 @@ struct alignas(64) Task {
     // Lifecycle.
     std::atomic<uint8_t> state{kNew};
     std::atomic<bool> on_cpu{false};  // running on a worker right now (a hint for spinners)
+    // A backtrace is reading the suspended fiber's stack: whoever resumes it
+    // waits until the walk is done (walk_suspended in debug.cpp).
+    std::atomic<bool> walked{false};
     std::atomic<uint32_t> handle{kLive};  // handle_word(gen, state)
     std::atomic<uint32_t> refs{0};
 
