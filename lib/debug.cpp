@@ -298,8 +298,22 @@ void print_wait(Out &o, const Task *t, int kind) {
     }
 }
 
+// A task's name as the dump shows it: control characters (a newline would
+// break the one-line-per-task format) become '?'. The name may change under
+// the read (a reused slot): the copy is terminated whatever it holds.
+struct ShownName {
+    char s[sizeof(Task::name)];
+    explicit ShownName(const Task *t) {
+        for (size_t i = 0; i < sizeof s; i++) {
+            char c = t->name[i];
+            s[i] = (c > 0 && c < 0x20) || c == 0x7f ? '?' : c;
+        }
+        s[sizeof s - 1] = 0;
+    }
+};
+
 void dump_task(Out &o, Task *t, Runtime *rt) {
-    o.f("task %" PRIu64 " '%s': ", t->id, t->name);
+    o.f("task %" PRIu64 " '%s': ", t->id, ShownName(t).s);
     int kind = t->wait_kind.load(std::memory_order_acquire);
     bool on = t->on_cpu.load(std::memory_order_acquire);
     if (t->state.load(std::memory_order_acquire) == Task::kNew) {
@@ -858,7 +872,7 @@ KIO_EXPORT int kio_dump(kio_runtime *rth, int fd) noexcept {
         Worker *w = &rt->workers[i];
         Task *cur = w->current;
         o.f("worker %u: ", i);
-        if (cur) o.f("running task %" PRIu64 " '%s'", cur->id, cur->name);
+        if (cur) o.f("running task %" PRIu64 " '%s'", cur->id, ShownName(cur).s);
         else o.str(w->sleep_state.load(std::memory_order_relaxed) == Worker::kAwake ? "idle" : "sleeping");
         o.f(", %u ready\n", w->ready.size() + uint32_t(w->spawned.size()) + w->yielded.size() +
                                uint32_t(w->inbox.size() + w->migrated.size()));

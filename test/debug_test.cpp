@@ -952,6 +952,21 @@ TEST(DebugDump, FromAPlainThreadAndErrors) {
     kt::cancel_ok(t);
 }
 
+// A name with control characters keeps the dump's one line per task.
+TEST(DebugDump, ControlCharactersInANameAreShownAsQuestionMarks) {
+    kt::Rt rt(1);
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<uint64_t> id{0};
+    kio_spawn_options o = named("two\nlines\t!");
+    kio_task *t = kt::spawn_ex(&o, [&] { kt_dump_wait_sleep(&id); return intptr_t(0); });
+    ASSERT_TRUE(wait_all_parked({t}, {&id}));
+    TmpFile f;
+    EXPECT_EQ(kio_dump(nullptr, f.fd()), 0);
+    std::string text = f.text();
+    EXPECT_TRUE(contains(text, "'two?lines?!': parked")) << text;
+    kt::cancel_ok(t);
+}
+
 TEST(DebugDump, DumpSignalWritesTheDumpToStderr) {
     kio_options o;
     kio_options_init(&o);
