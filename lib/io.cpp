@@ -429,7 +429,7 @@ KIO_EXPORT ssize_t kio_sendto(int fd, const void *buf, size_t len, int flags,
 // contract's -EINVAL, not the kernel's -EFAULT. (A vector longer than
 // IOV_MAX is left to the kernel: -EMSGSIZE.)
 static bool bad_msg(const struct msghdr *msg) {
-    return !msg || (msg->msg_iovlen <= size_t(IOV_MAX) && bad_iov(msg->msg_iov, int(msg->msg_iovlen)));
+    return !msg || (size_t(msg->msg_iovlen) <= size_t(IOV_MAX) && bad_iov(msg->msg_iov, int(msg->msg_iovlen)));
 }
 
 KIO_EXPORT ssize_t kio_recvmsg(int fd, struct msghdr *msg, int flags) noexcept {
