@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 from . import _lib
-from ._errors import Canceled, KioError, TimedOut, check
+from ._errors import Canceled, KioError, TimedOut, check, error_for
 from ._lib import KioCqEvent, KioOptions, KioSpawnOptions, KioStats, lib
+from ._util import SLICE_NS, check_c_int, deadline_in, with_deadline
 
 __all__ = ["Runtime", "Task", "Stats", "select", "FunctionPointer", "Argument"]
 
@@ -23,7 +24,7 @@ __all__ = ["Runtime", "Task", "Stats", "select", "FunctionPointer", "Argument"]
 # to notice that the runtime is stopping (see Runtime.stop) and to let
 # KeyboardInterrupt through. A plain thread's kio wait is a futex wait, so a
 # wakeup every POLL_NS costs next to nothing.
-POLL_NS = 100_000_000
+POLL_NS = SLICE_NS
 
 _PTR_BITS = ctypes.sizeof(c_void_p) * 8
 _PTR_MASK = (1 << _PTR_BITS) - 1
@@ -181,24 +182,25 @@ class Stats:
 
 _live_runtimes: "weakref.WeakSet[Runtime]" = weakref.WeakSet()
 
-# Runtimes each thread is inside a call of (see Runtime.stop).
-_tls = threading.local()
+# ---------------------------------------------------------------------------
+# Exceptions raised by signal handlers
+#
+# CPython runs signal handlers (KeyboardInterrupt for Ctrl-C) in the main
+# thread between bytecodes, typically right after a C call returns: the
+# exception can arrive after kio did something (consumed a task handle,
+# locked a mutex, registered a call) and before Python recorded it, and the
+# C function's return value is then lost. So what a call did is read back
+# from state that survives it (out-parameters, the handle's state in kio);
+# each step that registers something is undone by an idempotent "settle" in
+# a finally clause, which is run once more if an exception cuts it short;
+# and a Task is marked with a token of the call that uses it, so that the
+# settle knows whether its call got that far.
 
 
-def _inside(rt: "Runtime") -> int:
-    counts: Optional[Dict[int, int]] = getattr(_tls, "counts", None)
-    return counts.get(id(rt), 0) if counts else 0
-
-
-def _count(rt: "Runtime", delta: int) -> None:
-    counts = getattr(_tls, "counts", None)
-    if counts is None:
-        counts = _tls.counts = {}
-    n = counts.get(id(rt), 0) + delta
-    if n:
-        counts[id(rt)] = n
-    else:
-        counts.pop(id(rt), None)
+def _inside(rt: "Runtime") -> bool:
+    """Whether the calling thread is inside a call on ``rt`` (Runtime.stop
+    from there would wait for itself)."""
+    return threading.get_ident() in rt._calls.values()
 
 
 def _check_fits(where: str, what: str, value: int, ctype: type) -> None:
@@ -210,11 +212,13 @@ def _check_fits(where: str, what: str, value: int, ctype: type) -> None:
         raise ValueError(f"{where}: {what}={value} does not fit the C field ({lo}..{hi})")
 
 
-def _cancel_into_queue(handle: int) -> Optional[int]:
+def _cancel_into_queue(handle: int, cq: c_void_p) -> bool:
     """Requests the task's cancellation and hands its handle to a completion
     queue of its own (kio_cancel_request, kio_cq_watch: neither parks; the
-    watch consumes the handle). Returns the queue, or None if none could be
-    made (the handle is then untouched).
+    watch consumes the handle). The queue is stored in ``cq`` (an
+    out-parameter, so it is known even if an exception cuts this short).
+    Returns False if no queue could be made (the handle is then untouched
+    and ``cq`` NULL).
 
     A thread that waits for the result on the queue holds nothing of the
     runtime, so Runtime.stop() need not wait for it: the stop cancels the
@@ -222,28 +226,16 @@ def _cancel_into_queue(handle: int) -> Optional[int]:
     thread blocked in kio_cancel would hold the handle, and the stop must
     wait for it before destroying the runtime: forever, if the task waits
     for a task that only the stop would cancel.)"""
-    cq = c_void_p()
     if lib.kio_cq_create(byref(cq)) != 0:
-        return None
+        cq.value = None
+        return False
     lib.kio_cancel_request(handle)
     if lib.kio_cq_watch(cq, handle, 0) != 0:  # cannot happen: our handle, unconsumed
-        lib.kio_cq_destroy(cq)
-        return None
-    return cq.value
-
-
-def _wait_queue(cq: int) -> Optional[int]:
-    """Waits for the one result posted to ``cq`` (see _cancel_into_queue),
-    destroys the queue and returns the result (the ``void *``'s value)."""
-    ev = KioCqEvent()
-    poller = select_module.poll()
-    poller.register(lib.kio_cq_fd(cq), select_module.POLLIN)
-    try:
-        while lib.kio_cq_poll(cq, byref(ev), 1) == 0:
-            poller.poll(POLL_NS // 1_000_000)  # ms; Ctrl-C lands between
-        return ev.result
-    finally:
-        lib.kio_cq_destroy(cq)
+        q = cq.value
+        cq.value = None
+        lib.kio_cq_destroy(q)
+        return False
+    return True
 
 
 class Runtime:
@@ -280,7 +272,9 @@ class Runtime:
         self._rt: Optional[int] = None
         self._lock = threading.RLock()
         self._cv = threading.Condition(self._lock)
-        self._inflight = 0
+        # The calls in flight on the runtime (token -> thread ident): stop()
+        # waits until none is left before it destroys the runtime.
+        self._calls: Dict[object, int] = {}
         self._closing = False
         self._closed = True
         self._keepalive: List[object] = []
@@ -308,9 +302,14 @@ class Runtime:
         opts.stall_ns = stall_ns
         opts.debug_flags = debug_flags
         out = c_void_p()
-        check(lib.kio_runtime_start(byref(opts), byref(out)), "kio_runtime_start")
-        self._rt = out.value
-        self._closed = False
+        try:
+            check(lib.kio_runtime_start(byref(opts), byref(out)), "kio_runtime_start")
+            self._rt = out.value
+            self._closed = False
+        except BaseException:
+            if out.value and self._closed:  # started, then a signal handler's exception
+                lib.kio_runtime_stop(out.value)
+            raise
         _live_runtimes.add(self)
 
     # -- lifetime ------------------------------------------------------------
@@ -335,7 +334,8 @@ class Runtime:
         :class:`kio.Canceled`. Afterwards every Task of the runtime is invalid
         (its methods raise KioError EINVAL). Calling stop() again does nothing;
         a concurrent call waits for the first. Like kio_runtime_destroy, it
-        waits for tasks that ignore cancellation.
+        waits for tasks that ignore cancellation; Ctrl-C does not interrupt
+        that wait (it is raised once the runtime has stopped).
         """
         if _inside(self):
             raise RuntimeError(
@@ -344,26 +344,31 @@ class Runtime:
             )
         with self._lock:
             while self._closing and not self._closed:  # another thread is stopping it
-                self._cv.wait()
+                self._cv.wait(0.1)
             if self._closed:
                 return
-            self._closing = True
             # No Python thread may hold a task handle across the destroy.
             try:
-                while self._inflight:
-                    self._cv.wait()
+                self._closing = True
+                while self._calls:
+                    # With a timeout: a call whose _leave an exception cut
+                    # short after it left may not have notified.
+                    self._cv.wait(0.05)
             except BaseException:  # KeyboardInterrupt: the runtime stays usable
                 self._closing = False
                 self._cv.notify_all()
                 raise
         rt = self._rt
-        r = lib.kio_runtime_stop(rt)
-        with self._lock:
-            self._closed = True
-            self._rt = None
-            self._keepalive.clear()
-            self._cv.notify_all()
-        _live_runtimes.discard(self)
+        r = 0
+        try:
+            r = lib.kio_runtime_stop(rt)
+        finally:
+            with self._lock:
+                self._closed = True
+                self._rt = None
+                self._keepalive.clear()
+                self._cv.notify_all()
+            _live_runtimes.discard(self)
         check(r, "kio_runtime_stop")
 
     close = stop
@@ -386,30 +391,40 @@ class Runtime:
         return f"<kio.Runtime {state} at {self._rt or 0:#x}>"
 
     # -- in-flight accounting ---------------------------------------------------
+    #
+    # A call that uses the runtime (or a task handle of it) registers a token
+    # of its own in _calls, in one statement, and removes it in a finally
+    # clause with _leave, which does nothing for a token not registered (so
+    # an exception at any point, even one that cuts _enter or _leave short,
+    # leaves no stale entry behind).
 
-    def _enter(self) -> None:
+    @property
+    def _inflight(self) -> int:
+        return len(self._calls)
+
+    def _enter(self, token: object) -> None:
+        me = threading.get_ident()
         with self._lock:
             if self._closing and not self._closed:
                 raise Canceled(_errno.ECANCELED, "the kio runtime is stopping")
             if self._closed:
                 raise KioError(_errno.EINVAL, "the kio runtime has been stopped")
-            self._inflight += 1
-            _count(self, 1)
+            self._calls[token] = me
 
-    def _try_enter(self) -> bool:
+    def _try_enter(self, token: object) -> bool:
+        me = threading.get_ident()
         with self._lock:
             if self._closing or self._closed:
                 return False
-            self._inflight += 1
-            _count(self, 1)
+            self._calls[token] = me
             return True
 
-    def _leave(self) -> None:
+    def _leave(self, token: object) -> None:
         with self._lock:
-            self._inflight -= 1
-            _count(self, -1)
-            if self._closing and not self._inflight:
-                self._cv.notify_all()
+            if token in self._calls:
+                del self._calls[token]
+                if self._closing and not self._calls:
+                    self._cv.notify_all()
 
     def _keep(self, obj: object) -> None:
         """Keeps an argument alive until the runtime stops (detached tasks)."""
@@ -464,9 +479,11 @@ class Runtime:
         if stack_size < 0:
             raise ValueError("kio.Runtime.spawn: stack_size must be >= 0")
         _check_fits("kio.Runtime.spawn", "stack_size", stack_size, c_size_t)
-        self._enter()
+        token = object()
+        out = c_void_p()
+        task: Optional[Task] = None
         try:
-            out = c_void_p()
+            self._enter(token)
             if name is None and not stack_size and not pinned:
                 r = lib.kio_spawn(self._rt, addr, arg_addr, byref(out))
             else:
@@ -480,9 +497,21 @@ class Runtime:
             handle = out.value
             assert handle is not None
             task_id = lib.kio_task_get_id(handle) if _HAS_TASK_ID else None
-            return Task(self, handle, keep, name, task_id or None)
+            task = Task(self, handle, keep, name, task_id or None)
+        except BaseException:
+            if out.value and task is None:
+                # kio made the task, then a signal handler raised: nobody
+                # holds its handle, so detach it and keep its argument.
+                lib.kio_detach(out.value)
+                self._keep(keep)
+            raise
         finally:
-            self._leave()
+            try:
+                self._leave(token)
+            except BaseException:
+                self._leave(token)
+                raise
+        return task
 
     # -- introspection ---------------------------------------------------------
 
@@ -492,11 +521,16 @@ class Runtime:
             raise NotImplementedError("this libkio has no kio_stats")
         st = KioStats()
         lib.kio_stats_init(byref(st))
-        self._enter()
+        token = object()
         try:
+            self._enter(token)
             check(lib.kio_stats(self._rt, byref(st)), "kio_stats")
         finally:
-            self._leave()
+            try:
+                self._leave(token)
+            except BaseException:
+                self._leave(token)
+                raise
         return Stats(
             workers=st.workers,
             tasks_live=st.tasks_live,
@@ -510,16 +544,30 @@ class Runtime:
 
     def dump(self, fd: int = 2) -> None:
         """Writes kio_dump's report of every worker and task to ``fd``."""
-        self._enter()
+        f = check_c_int("kio.Runtime.dump", "fd", fd, c_int)
+        token = object()
         try:
-            check(lib.kio_dump(self._rt, fd), "kio_dump")
+            self._enter(token)
+            check(lib.kio_dump(self._rt, f), "kio_dump")
         finally:
-            self._leave()
+            try:
+                self._leave(token)
+            except BaseException:
+                self._leave(token)
+                raise
 
 
 _HAS_TASK_ID = _lib.has("kio_task_get_id")
 
+# Task._state
 _LIVE, _BUSY, _CONSUMED = 0, 1, 2
+# Task._mode: what the busy call does with the handle, set before each C call
+# that may consume it, so that Task._settle knows what consumed it.
+_M_NONE, _M_AWAIT, _M_QUEUE, _M_DETACH, _M_WATCH, _M_WAITQ = range(6)
+# What Task._begin found.
+_K_HANDLE, _K_QUEUE, _K_RESULT = range(3)
+_NOTHING: Any = object()  # Task._result: no result held
+_CQ_PENDING = 1  # KioCqEvent.user_data until kio_cq_poll fills it (watches use 0)
 
 
 class Task:
@@ -529,18 +577,29 @@ class Task:
     or :meth:`kio.asyncio.Completions.wait`. A Task garbage collected without
     that is detached, with a ResourceWarning. Its methods may be called from
     any Python thread; a second consumer gets KioError EINVAL (consumed) or
-    EBUSY (another thread is joining or canceling it).
+    EBUSY (another thread is joining or canceling it). :meth:`done` and
+    :func:`select` may run beside a join in another thread.
+
+    If Ctrl-C (or another exception raised by a signal handler) interrupts
+    :meth:`join` or :meth:`cancel`, the Task follows what kio did: if the
+    handle was not consumed, it can be joined again; if it was, the next
+    join() or cancel() returns the result (waiting for it if the task was
+    being canceled).
     """
 
     __slots__ = (
         "_runtime",
         "_handle",
         "_state",
-        "_selecting",
+        "_busy",
+        "_mode",
         "_keep_arg",
         "_name",
         "_id",
         "_finished",
+        "_result",
+        "_claimer",
+        "_queue",
         "__weakref__",
     )
 
@@ -555,11 +614,15 @@ class Task:
         self._runtime = runtime
         self._handle = handle
         self._state = _LIVE
-        self._selecting = 0
+        self._busy: Optional[object] = None  # the token of the call using the Task
+        self._mode = _M_NONE
         self._keep_arg = keep
         self._name = name
         self._id = task_id
-        self._finished = False  # joined or canceled through this handle
+        self._finished = False  # its result was taken through this handle
+        self._result: Any = _NOTHING  # a result not yet returned to a caller
+        self._claimer: Optional[object] = None  # the call _result is kept for
+        self._queue: Optional[int] = None  # a kio_cq where its result will arrive
 
     @property
     def runtime(self) -> Runtime:
@@ -578,7 +641,7 @@ class Task:
     @property
     def consumed(self) -> bool:
         """True once joined, canceled, detached or handed to a Completions."""
-        return self._state == _CONSUMED
+        return self._state == _CONSUMED or (self._state == _BUSY and self._mode == _M_WAITQ)
 
     def __repr__(self) -> str:
         state = {_LIVE: "live", _BUSY: "busy", _CONSUMED: "consumed"}[self._state]
@@ -587,31 +650,229 @@ class Task:
         return f"<kio.Task{extra}{tid} {state}>"
 
     # -- consumption protocol ---------------------------------------------------
+    #
+    # A call that uses the handle: token = object(); then, inside try, _begin
+    # marks the Task busy with the token (and registers the call with the
+    # runtime, in the same statement-level step); the finally clause calls
+    # _settle, which asks kio whether the handle is still open and records
+    # the outcome. A result is stored in the Task, kept for the call
+    # (_claimer) that the call takes without any call in between; a call
+    # that an exception stops leaves it to the next join() or cancel().
 
-    def _begin(self, what: str) -> int:
+    def _handle_open(self) -> bool:
+        """Whether kio still has the handle open (neither consumed nor
+        detached): for when the return value of the call that may have
+        consumed it was lost."""
+        if self._id is not None:
+            # A consumed handle gives 0, or the id of the task now in its slot.
+            return bool(lib.kio_task_get_id(self._handle) == self._id)
+        handles = (c_void_p * 1)(self._handle)
+        index = c_size_t()
+        return bool(with_deadline(1, lib.kio_select, handles, 1, byref(index)) != -_errno.EINVAL)
+
+    def _begin(self, what: str, token: object) -> Tuple[int, Any]:
+        """Makes the calling call (``token``) the Task's one user. Returns
+        (_K_HANDLE, None): the handle is open and the call is registered
+        with the runtime; (_K_QUEUE, None) (join and cancel only): the
+        handle is in this Task's completion queue, to wait on; or
+        (_K_RESULT, None) (join and cancel only): the result an interrupted
+        join or cancel left, now kept for the call (_claimer)."""
         rt = self._runtime
+        me = threading.get_ident()
         with rt._lock:
+            if self._state == _BUSY:
+                raise KioError(
+                    _errno.EBUSY, f"{what}: another thread is waiting for this task"
+                )
             if self._state == _CONSUMED:
+                if what in ("join", "cancel"):
+                    if self._result is not _NOTHING and self._claimer is None:
+                        self._claimer = token  # the caller takes it (see _collect)
+                        return _K_RESULT, None
+                    if self._queue is not None:
+                        self._mode = _M_WAITQ
+                        self._busy = token
+                        self._state = _BUSY
+                        return _K_QUEUE, None
                 raise KioError(
                     _errno.EINVAL,
                     f"{what}: the task handle was already consumed (joined, canceled, "
                     "detached or watched)",
                 )
             if rt._closed or rt._closing:
-                rt._enter()  # raises Canceled / KioError(EINVAL)
-            if self._state == _BUSY or self._selecting:
-                raise KioError(
-                    _errno.EBUSY, f"{what}: another thread is waiting for this task"
-                )
-            rt._enter()
+                rt._enter(token)  # raises Canceled / KioError(EINVAL)
+            rt._calls[token] = me
+            self._mode = _M_NONE
+            self._busy = token
             self._state = _BUSY
-            return self._handle
+            return _K_HANDLE, None
 
-    def _end(self, consumed: bool) -> None:
+    def _settle(self, token: object, res: c_void_p, cq: c_void_p) -> None:
+        """Ends the handle step of the call ``token``: reads back from kio
+        whether the handle is still open, records what consumed it (by
+        self._mode), and leaves the runtime. If the handle went to this
+        Task's queue (_M_QUEUE), the Task stays busy for the call, to wait
+        there. Idempotent; run again after an exception, it also gives up
+        a result kept for the call."""
+        if self._busy is not token or self._mode == _M_WAITQ:
+            return
+        rt = self._runtime
+        open_ = self._handle_open()
+        mode = self._mode
+        result = _to_result(res.value) if not open_ and mode == _M_AWAIT else None
+        with rt._lock:
+            if self._busy is not token or self._mode == _M_WAITQ:
+                return
+            to_queue = not open_ and mode == _M_QUEUE and cq.value is not None
+            stray = None if to_queue else cq.value  # a queue made but not used
+            if not open_:
+                if mode == _M_AWAIT:  # kio_await or kio_cancel returned 0
+                    self._result = result
+                    self._claimer = token
+                    self._finished = True
+                    self._keep_arg = None
+                elif to_queue:
+                    self._queue = cq.value
+                elif mode != _M_WATCH:  # detached (or closed by an unknown call)
+                    if self._keep_arg is not None and not rt._closed:
+                        rt._keepalive.append(self._keep_arg)
+                    self._keep_arg = None
+                # _M_WATCH: the caller hands the argument to its Completions
+                # (if an exception stops it, __del__ keeps it in the runtime).
+            if token in rt._calls:
+                del rt._calls[token]
+            if to_queue:
+                self._mode = _M_WAITQ
+            else:
+                self._state = _LIVE if open_ else _CONSUMED
+                self._mode = _M_NONE
+                self._busy = None
+            if stray:
+                cq.value = None
+                lib.kio_cq_destroy(stray)
+            if rt._closing and not rt._calls:
+                rt._cv.notify_all()
+
+    def _abandon(self, token: object) -> None:
+        """For the call ``token`` that an exception ends, after its settle:
+        gives up the result kept for it, and a wait on the Task's queue; the
+        next join() or cancel() takes either."""
+        if self._claimer is token:
+            self._claimer = None
+        if self._busy is token:  # only while it was to wait on the queue
+            with self._runtime._lock:
+                if self._busy is token:
+                    self._state = _CONSUMED
+                    self._mode = _M_NONE
+                    self._busy = None
+
+    def _wait_queue(self, ev: KioCqEvent) -> None:
+        """Waits until the task's result arrives in this Task's queue and moves
+        it into ``ev`` (the Task is busy for the caller)."""
+        cq = self._queue
+        poller = select_module.poll()
+        poller.register(lib.kio_cq_fd(cq), select_module.POLLIN)
+        while lib.kio_cq_poll(cq, byref(ev), 1) == 0:
+            poller.poll(POLL_NS // 1_000_000)  # ms; Ctrl-C lands between
+
+    def _settle_queue(self, token: object, ev: KioCqEvent, claim: bool) -> None:
+        """Ends a wait on (or a look at) the Task's queue by the call
+        ``token``: takes the result if kio_cq_poll put it in ``ev`` (kept for
+        the call if ``claim``) and destroys the queue. Idempotent; run again
+        after an exception, it gives up a result kept for the call."""
+        if self._busy is not token:
+            return
+        got = ev.user_data != _CQ_PENDING
+        result = _to_result(ev.result) if got else None
         rt = self._runtime
         with rt._lock:
-            self._state = _CONSUMED if consumed else _LIVE
-            rt._leave()
+            if self._busy is not token:
+                return
+            cq = self._queue
+            if got:
+                self._result = result
+                self._claimer = token if claim else None
+                self._finished = True
+                self._keep_arg = None
+                self._queue = None
+            self._state = _CONSUMED
+            self._mode = _M_NONE
+            self._busy = None
+            if got and cq is not None:
+                lib.kio_cq_destroy(cq)
+
+    def _use_handle(self, what: str, end: Optional[int], res: c_void_p, cq: c_void_p) -> int:
+        """Joins (or cancels) the task through its open handle, setting
+        self._mode before each C call that may consume the handle. Returns
+        the last call's result: 0 once the handle is consumed."""
+        rt = self._runtime
+        h = self._handle
+        pres = byref(res)
+        if what != "cancel":
+            while not rt._closing:
+                step = int(lib.kio_now()) + POLL_NS
+                self._mode = _M_AWAIT
+                r = int(with_deadline(step if end is None else min(step, end), lib.kio_await, h, pres))
+                if r == -_errno.ETIMEDOUT:
+                    if end is not None and lib.kio_now() >= end:
+                        return r
+                    continue
+                if r != 0:
+                    self._mode = _M_NONE  # an error: kio did not consume the handle
+                return r
+        # cancel(), or a join() that the runtime's stop interrupts
+        self._mode = _M_QUEUE
+        if _cancel_into_queue(h, cq):
+            return 0
+        self._mode = _M_AWAIT  # no queue (out of descriptors): kio_cancel itself
+        return int(lib.kio_cancel(h, pres))
+
+    def _collect(self, what: str, end: Optional[int]) -> Optional[int]:
+        """join() and cancel(): the task's result, however the handle is
+        consumed (see the consumption protocol above)."""
+        token = object()
+        res = c_void_p()
+        cq = c_void_p()
+        ev = KioCqEvent(_CQ_PENDING, None)
+        r = 0
+        ok = False  # set after the last call of each step: False if an exception ended it
+        try:
+            kind, _ = self._begin(what, token)
+            if kind == _K_HANDLE:
+                r = self._use_handle(what, end, res, cq)
+            ok = True
+        finally:
+            try:
+                self._settle(token, res, cq)
+            except BaseException:  # cut short: settle again, and raise
+                self._settle(token, res, cq)
+                self._abandon(token)
+                raise
+            if not ok:
+                self._abandon(token)
+        if self._busy is token:  # the handle went to the Task's queue: wait there
+            ok = False
+            try:
+                self._wait_queue(ev)
+                ok = True
+            finally:
+                try:
+                    self._settle_queue(token, ev, True)
+                except BaseException:
+                    self._settle_queue(token, ev, True)
+                    self._abandon(token)
+                    raise
+                if not ok:
+                    self._abandon(token)
+        # Taken without a call since the settle (nothing else runs meanwhile).
+        if self._claimer is token:
+            value: Optional[int] = self._result
+            self._result = _NOTHING
+            self._claimer = None
+            return value
+        if r == -_errno.ETIMEDOUT:
+            raise TimedOut(_errno.ETIMEDOUT, f"{what}: the task did not finish in time")
+        raise error_for(r if r < 0 else -_errno.EINVAL, "kio_await" if what == "join" else "kio_cancel")
 
     def join(self, timeout: Optional[float] = None) -> Optional[int]:
         """Waits until the task finishes and returns its ``void *`` result: None
@@ -620,142 +881,167 @@ class Task:
 
         Blocks only the calling thread (kio_await from a plain thread). With a
         ``timeout`` in seconds, raises :class:`kio.TimedOut` when it passes
-        first; the task is not affected and can be joined again. If the
-        runtime is stopped meanwhile, the task is canceled and its result
-        returned.
+        first; the task is not affected and can be joined again (a timeout
+        beyond kio's 64-bit nanosecond clock waits for ever). If the runtime
+        is stopped meanwhile, the task is canceled and its result returned.
         """
-        h = self._begin("join")
-        consumed = False
-        rt = self._runtime
-        cq = None
-        try:
-            res = c_void_p()
-            end = None
-            if timeout is not None:
-                end = lib.kio_now() + max(0, int(timeout * 1e9))
-            while True:
-                if rt._closing:
-                    cq = _cancel_into_queue(h)
-                    if cq is not None:
-                        consumed = True
-                        break
-                    r = lib.kio_cancel(h, byref(res))
-                    break
-                step = lib.kio_now() + POLL_NS
-                deadline = step if end is None else min(step, end)
-                saved = lib.kio_deadline_set(deadline)
-                try:
-                    r = lib.kio_await(h, byref(res))
-                finally:
-                    lib.kio_deadline_set(saved)
-                if r != -_errno.ETIMEDOUT:
-                    break
-                if end is not None and lib.kio_now() >= end:
-                    raise TimedOut(_errno.ETIMEDOUT, "join: the task did not finish in time")
-            if cq is None:
-                check(r, "kio_await")
-                consumed = True
-                return self._took(res.value)
-        finally:
-            self._end(consumed)
-        return self._result_from_queue(cq)
+        end = None if timeout is None else deadline_in(timeout)
+        return self._collect("join", end)
 
     def cancel(self) -> Optional[int]:
         """Requests cancellation, waits for the task to finish and returns its
         result (see :meth:`join`). kio_cancel: the task's next kio call that is
         a cancellation point fails with -ECANCELED; a task that never makes one
         is waited for."""
-        h = self._begin("cancel")
-        consumed = False
-        try:
-            cq = _cancel_into_queue(h)
-            if cq is None:  # no queue (out of descriptors): kio_cancel itself
-                res = c_void_p()
-                check(lib.kio_cancel(h, byref(res)), "kio_cancel")
-                consumed = True
-                return self._took(res.value)
-            consumed = True
-        finally:
-            self._end(consumed)
-        return self._result_from_queue(cq)
-
-    def _result_from_queue(self, cq: int) -> Optional[int]:
-        """The result of a task handed to ``cq`` by _cancel_into_queue (its
-        argument is kept alive until then)."""
-        try:
-            result = _wait_queue(cq)
-        except BaseException:  # Ctrl-C: the task may still run; keep its argument
-            self._runtime._keep(self._keep_arg)
-            self._keep_arg = None
-            raise
-        return self._took(result)
-
-    def _took(self, result: Optional[int]) -> Optional[int]:
-        """The finished task's result, taken through this handle: its argument
-        need not be kept any longer."""
-        self._finished = True
-        self._keep_arg = None
-        return _to_result(result)
+        return self._collect("cancel", None)
 
     def detach(self) -> None:
         """Lets the task run to completion on its own; its result is dropped."""
-        h = self._begin("detach")
-        consumed = False
+        token = object()
+        res = c_void_p()
+        cq = c_void_p()
+        r = 0
         try:
-            check(lib.kio_detach(h), "kio_detach")
-            consumed = True
-            self._runtime._keep(self._keep_arg)
-            self._keep_arg = None
+            self._begin("detach", token)
+            self._mode = _M_DETACH
+            r = lib.kio_detach(self._handle)
         finally:
-            self._end(consumed)
+            try:
+                self._settle(token, res, cq)
+            except BaseException:
+                self._settle(token, res, cq)
+                raise
+        check(r, "kio_detach")
 
     def done(self) -> bool:
-        """Whether the task has finished (does not consume the handle). True
-        once the task was joined or canceled through this handle; raises
-        KioError EINVAL if the handle was detached or watched (the task can no
-        longer be asked), EBUSY while another thread joins or selects it."""
-        if self._state == _CONSUMED and self._finished:
-            return True
+        """Whether the task has finished; does not consume the handle, and may
+        run while another thread joins the task (kio_select beside
+        kio_await). True once the task was joined or canceled through this
+        handle; False while another thread cancels it and has not got the
+        result yet. Raises KioError EINVAL if the handle was detached or
+        watched (the task can no longer be asked)."""
+        rt = self._runtime
+        token = object()
+        me = threading.get_ident()
+        peek = False
+        with rt._lock:
+            if self._finished or self._result is not _NOTHING:
+                return True
+            if self._state == _BUSY:
+                if self._mode == _M_WAITQ:  # another thread waits for the result
+                    return False
+            elif self._state == _CONSUMED:
+                if self._queue is None:
+                    raise KioError(
+                        _errno.EINVAL,
+                        "done: the task handle was detached or watched; the task can "
+                        "no longer be asked",
+                    )
+                peek = True  # an interrupted cancel left the result on its way here
+            if peek:
+                self._mode = _M_WAITQ
+                self._busy = token
+                self._state = _BUSY
+            else:
+                if rt._closed or rt._closing:
+                    rt._enter(token)  # raises Canceled / KioError(EINVAL)
+                rt._calls[token] = me
+        if peek:
+            ev = KioCqEvent(_CQ_PENDING, None)
+            try:
+                lib.kio_cq_poll(self._queue, byref(ev), 1)
+            finally:
+                try:
+                    self._settle_queue(token, ev, False)
+                except BaseException:
+                    self._settle_queue(token, ev, False)
+                    raise
+            return self._finished
+        handles = (c_void_p * 1)(self._handle)
+        index = c_size_t()
+        r = -_errno.EINVAL
         try:
-            select([self], timeout=0)
-        except TimedOut:
+            r = with_deadline(1, lib.kio_select, handles, 1, byref(index))
+        finally:
+            try:
+                rt._leave(token)
+            except BaseException:
+                rt._leave(token)
+                raise
+        if r == 0:
+            return True
+        if r == -_errno.ETIMEDOUT:
             return False
-        return True
+        if r == -_errno.EINVAL:  # consumed meanwhile, by another thread
+            with rt._lock:
+                if self._finished or self._result is not _NOTHING:
+                    return True
+                if self._state == _BUSY and self._mode == _M_AWAIT:
+                    return True  # kio_await consumed it: finished
+                if self._state == _BUSY and self._mode in (_M_QUEUE, _M_WAITQ):
+                    return False  # being canceled
+            raise KioError(
+                _errno.EINVAL,
+                "done: the task handle was detached or watched; the task can no longer be asked",
+            )
+        raise error_for(r, "kio_select")
 
     def _watch(self, cq: int, user_data: int) -> object:
         """kio_cq_watch: consumes the handle; returns the argument to keep alive
         until the completion arrives."""
-        h = self._begin("watch")
-        consumed = False
+        token = object()
+        res = c_void_p()
+        unused = c_void_p()
+        r = 0
         try:
-            check(lib.kio_cq_watch(cq, h, user_data), "kio_cq_watch")
-            consumed = True
-            keep = self._keep_arg
-            self._keep_arg = None
-            return keep
+            self._begin("watch", token)
+            self._mode = _M_WATCH
+            r = lib.kio_cq_watch(cq, self._handle, user_data)
         finally:
-            self._end(consumed)
+            try:
+                self._settle(token, res, unused)
+            except BaseException:
+                self._settle(token, res, unused)
+                raise
+        check(r, "kio_cq_watch")
+        keep = self._keep_arg
+        self._keep_arg = None
+        return keep
 
     def __del__(self) -> None:
         try:
-            if self._state != _LIVE:
-                return
             rt = self._runtime
-            if not rt._try_enter():
-                return  # stopping or stopped: the runtime cleans up
-            try:
-                if lib.kio_detach(self._handle) != 0:
-                    return
+            if self._state == _BUSY:
+                return
+            if self._state == _CONSUMED:
+                q = self._queue
+                if q is not None:  # an interrupted cancel: the result is dropped
+                    self._queue = None
+                    lib.kio_cq_destroy(q)
+                if self._keep_arg is not None and not self._finished:
+                    rt._keep(self._keep_arg)  # the task may still run
+                return
+            detached = False
+            token = object()
+            if rt._try_enter(token):
+                try:
+                    detached = lib.kio_detach(self._handle) == 0
+                finally:
+                    rt._leave(token)
+            if detached:
                 self._state = _CONSUMED
-                rt._keep(self._keep_arg)
-            finally:
-                rt._leave()
-            warnings.warn(
-                f"{self!r} was garbage collected without join(), cancel() or "
-                "detach(); it has been detached",
-                ResourceWarning,
-                source=self,
-            )
+            # Detached, or the runtime is stopping (it cancels the task and
+            # waits for it): either way the argument must outlive the task,
+            # so the runtime keeps it until it has stopped.
+            rt._keep(self._keep_arg)
+            self._keep_arg = None
+            if detached:
+                warnings.warn(
+                    f"{self!r} was garbage collected without join(), cancel() or "
+                    "detach(); it has been detached",
+                    ResourceWarning,
+                    source=self,
+                )
         except Exception:  # noqa: BLE001 - interpreter shutdown, etc.
             pass
 
@@ -766,6 +1052,10 @@ def select(tasks: Iterable[Task], timeout: Optional[float] = None) -> int:
     afterwards. With ``timeout`` (seconds), raises :class:`kio.TimedOut` when
     it passes first. Raises :class:`kio.Canceled` if a runtime of the tasks
     is stopped meanwhile.
+
+    Another thread may join one of the tasks meanwhile (it then counts as
+    finished); if another thread detaches, cancels or watches one, select
+    raises KioError EINVAL.
     """
     items: Sequence[Task] = list(tasks)
     if not items:
@@ -773,49 +1063,70 @@ def select(tasks: Iterable[Task], timeout: Optional[float] = None) -> int:
     for t in items:
         if not isinstance(t, Task):
             raise TypeError(f"kio.select: {t!r} is not a kio.Task")
+    end = None if timeout is None else deadline_in(timeout)
     runtimes: List[Runtime] = []
     for rt in (t._runtime for t in items):
         if not any(rt is r for r in runtimes):
             runtimes.append(rt)
-    marked: List[Task] = []
-    entered: List[Runtime] = []
+    token = object()
     try:
         for rt in runtimes:
-            rt._enter()
-            entered.append(rt)
+            rt._enter(token)
         for t in items:
             with t._runtime._lock:
-                if t._state == _CONSUMED:
+                if t._state == _CONSUMED or (t._state == _BUSY and t._mode == _M_WAITQ):
                     raise KioError(_errno.EINVAL, "select: a task handle was already consumed")
-                if t._state == _BUSY:
-                    raise KioError(_errno.EBUSY, "select: a task is being joined or canceled")
-                t._selecting += 1
-            marked.append(t)
-        handles = (c_void_p * len(items))(*[t._handle for t in items])
+        joined: List[int] = []  # indices of tasks another thread joined meanwhile
         index = c_size_t()
-        end = None if timeout is None else lib.kio_now() + max(0, int(timeout * 1e9))
         while True:
             if any(rt._closing for rt in runtimes):
                 raise Canceled(_errno.ECANCELED, "select: the kio runtime is stopping")
-            step = lib.kio_now() + POLL_NS
-            deadline = step if end is None else min(step, end)
-            saved = lib.kio_deadline_set(deadline)
-            try:
-                r = lib.kio_select(handles, len(items), byref(index))
-            finally:
-                lib.kio_deadline_set(saved)
-            if r != -_errno.ETIMEDOUT:
-                break
-            if end is not None and lib.kio_now() >= end:
-                raise TimedOut(_errno.ETIMEDOUT, "select: no task finished in time")
-        check(r, "kio_select")
-        return int(index.value)
+            lowest = min(joined) if joined else None
+            cand = [i for i in range(len(items)) if i not in joined and (lowest is None or i < lowest)]
+            if not cand:
+                assert lowest is not None
+                return lowest
+            handles = (c_void_p * len(cand))(*[items[i]._handle for i in cand])
+            if lowest is not None:
+                deadline = 1  # no wait: has a lower one finished too?
+            else:
+                step = int(lib.kio_now()) + POLL_NS
+                deadline = step if end is None else min(step, end)
+            r = with_deadline(deadline, lib.kio_select, handles, len(cand), byref(index))
+            if r == 0:
+                return cand[int(index.value)]
+            if r == -_errno.ETIMEDOUT:
+                if lowest is not None:
+                    return lowest
+                if end is not None and lib.kio_now() >= end:
+                    raise TimedOut(_errno.ETIMEDOUT, "select: no task finished in time")
+                continue
+            if r == -_errno.EINVAL:  # a handle was consumed meanwhile, by another thread
+                found = False
+                for i in cand:
+                    t = items[i]
+                    if t._handle_open():
+                        continue
+                    with t._runtime._lock:
+                        fin = t._finished or (t._state == _BUSY and t._mode == _M_AWAIT)
+                    if not fin:
+                        raise KioError(
+                            _errno.EINVAL,
+                            "select: another thread detached, canceled or watched a task",
+                        )
+                    joined.append(i)
+                    found = True
+                if found:
+                    continue
+            check(r, "kio_select")
     finally:
-        for t in marked:
-            with t._runtime._lock:
-                t._selecting -= 1
-        for rt in entered:
-            rt._leave()
+        try:
+            for rt in runtimes:
+                rt._leave(token)
+        except BaseException:
+            for rt in runtimes:
+                rt._leave(token)
+            raise
 
 
 @atexit.register
