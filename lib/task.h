@@ -60,15 +60,15 @@ struct alignas(64) Task {
     Worker *home = nullptr;  // pinned tasks: the only worker that may run it
     Worker *ran_on = nullptr;  // KIO_DEBUG_MIGRATE: the worker it last ran on
     bool pinned = false;
+    // A backtrace is reading the suspended fiber's stack: whoever resumes it
+    // waits until the walk is done (walk_suspended in debug.cpp).
+    std::atomic<bool> walked{false};
     uint64_t stolen_at = 0;  // when a thief took it before its first run (steal() in scheduler.cpp)
     Task *qnext = nullptr;   // link in injection / inbox lists
 
     // Lifecycle.
     std::atomic<uint8_t> state{kNew};
     std::atomic<bool> on_cpu{false};  // running on a worker right now (a hint for spinners)
-    // A backtrace is reading the suspended fiber's stack: whoever resumes it
-    // waits until the walk is done (walk_suspended in debug.cpp).
-    std::atomic<bool> walked{false};
     std::atomic<uint32_t> handle{kLive};  // handle_word(gen, state)
     std::atomic<uint32_t> refs{0};
 
