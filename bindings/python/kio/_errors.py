@@ -30,7 +30,11 @@ def strerror(err: int) -> str:
 class KioError(OSError):
     """An error returned by kio (a negative errno value).
 
-    ``errno`` is the positive errno value and ``strerror`` kio_strerror's text.
+    ``errno`` is the positive errno value; ``strerror`` says what failed,
+    then kio_strerror's text (e.g. "kio_read: Connection reset by peer",
+    "connect to example.com:80: Connection refused"), or is the binding's
+    own message for errors it detects itself (e.g. "join: the task did not
+    finish in time").
     Codes with a matching built-in ``OSError`` subclass raise a subclass of
     both (e.g. :class:`TimedOut` is a :class:`TimeoutError`, ECONNREFUSED a
     :class:`ConnectionRefusedError`), so ``except TimeoutError`` works too.

@@ -203,7 +203,9 @@ _declare("kio_dump", c_int, _P, c_int, required=False)
 # sleep work from plain threads) and Runtime() raises a clear error.
 _declare("kio_runtime_start", c_int, POINTER(KioOptions), POINTER(c_void_p), required=False)
 _declare("kio_runtime_stop", c_int, _P, required=False)
-# Optional: the id of the task behind a handle (not in kio 0.1's header).
+# The id of the task behind a handle (kio.h). Optional so that a libkio built
+# before it was added still loads: Task.id is then None, and the binding asks
+# kio_select instead whether a handle is still open (see Task._handle_open).
 _declare("kio_task_get_id", c_uint64, _P, required=False)
 
 

@@ -712,8 +712,8 @@ class Task:
         whether the handle is still open, records what consumed it (by
         self._mode), and leaves the runtime. If the handle went to this
         Task's queue (_M_QUEUE), the Task stays busy for the call, to wait
-        there. Idempotent; run again after an exception, it also gives up
-        a result kept for the call."""
+        there. Idempotent: a settle that an exception cut short is run
+        again (then _abandon gives up what the call did not take)."""
         if self._busy is not token or self._mode == _M_WAITQ:
             return
         rt = self._runtime
@@ -778,8 +778,8 @@ class Task:
     def _settle_queue(self, token: object, ev: KioCqEvent, claim: bool) -> None:
         """Ends a wait on (or a look at) the Task's queue by the call
         ``token``: takes the result if kio_cq_poll put it in ``ev`` (kept for
-        the call if ``claim``) and destroys the queue. Idempotent; run again
-        after an exception, it gives up a result kept for the call."""
+        the call if ``claim``) and destroys the queue. Idempotent, as
+        _settle."""
         if self._busy is not token:
             return
         got = ev.user_data != _CQ_PENDING
@@ -923,51 +923,48 @@ class Task:
         rt = self._runtime
         token = object()
         me = threading.get_ident()
-        peek = False
-        with rt._lock:
-            if self._finished or self._result is not _NOTHING:
-                return True
-            if self._state == _BUSY:
-                if self._mode == _M_WAITQ:  # another thread waits for the result
-                    return False
-            elif self._state == _CONSUMED:
-                if self._queue is None:
-                    raise KioError(
-                        _errno.EINVAL,
-                        "done: the task handle was detached or watched; the task can "
-                        "no longer be asked",
-                    )
-                peek = True  # an interrupted cancel left the result on its way here
-            if peek:
-                self._mode = _M_WAITQ
-                self._busy = token
-                self._state = _BUSY
-            else:
-                if rt._closed or rt._closing:
-                    rt._enter(token)  # raises Canceled / KioError(EINVAL)
-                rt._calls[token] = me
-        if peek:
-            ev = KioCqEvent(_CQ_PENDING, None)
-            try:
-                lib.kio_cq_poll(self._queue, byref(ev), 1)
-            finally:
-                try:
-                    self._settle_queue(token, ev, False)
-                except BaseException:
-                    self._settle_queue(token, ev, False)
-                    raise
-            return self._finished
+        ev = KioCqEvent(_CQ_PENDING, None)
         handles = (c_void_p * 1)(self._handle)
         index = c_size_t()
+        peek = False
         r = -_errno.EINVAL
         try:
-            r = with_deadline(1, lib.kio_select, handles, 1, byref(index))
+            with rt._lock:
+                if self._finished or self._result is not _NOTHING:
+                    return True
+                if self._state == _BUSY:
+                    if self._mode == _M_WAITQ:  # another thread waits for the result
+                        return False
+                elif self._state == _CONSUMED:
+                    if self._queue is None:
+                        raise KioError(
+                            _errno.EINVAL,
+                            "done: the task handle was detached or watched; the task can "
+                            "no longer be asked",
+                        )
+                    peek = True  # an interrupted cancel left the result on its way here
+                if peek:
+                    self._mode = _M_WAITQ
+                    self._busy = token
+                    self._state = _BUSY
+                else:
+                    if rt._closed or rt._closing:
+                        rt._enter(token)  # raises Canceled / KioError(EINVAL)
+                    rt._calls[token] = me
+            if peek:
+                lib.kio_cq_poll(self._queue, byref(ev), 1)
+            else:
+                r = with_deadline(1, lib.kio_select, handles, 1, byref(index))
         finally:
             try:
-                rt._leave(token)
+                self._settle_queue(token, ev, False)  # (each does nothing unless
+                rt._leave(token)  # the call got that far)
             except BaseException:
+                self._settle_queue(token, ev, False)
                 rt._leave(token)
                 raise
+        if peek:
+            return self._finished
         if r == 0:
             return True
         if r == -_errno.ETIMEDOUT:
@@ -988,7 +985,8 @@ class Task:
 
     def _watch(self, cq: int, user_data: int) -> object:
         """kio_cq_watch: consumes the handle; returns the argument to keep alive
-        until the completion arrives."""
+        until the completion arrives (the caller then sets _keep_arg to
+        None)."""
         token = object()
         res = c_void_p()
         unused = c_void_p()
@@ -1004,9 +1002,10 @@ class Task:
                 self._settle(token, res, unused)
                 raise
         check(r, "kio_cq_watch")
-        keep = self._keep_arg
-        self._keep_arg = None
-        return keep
+        # The caller stores it, then clears _keep_arg: until then the Task
+        # keeps it (and, if an exception comes first, __del__ hands it to
+        # the runtime).
+        return self._keep_arg
 
     def __del__(self) -> None:
         try:
@@ -1023,11 +1022,11 @@ class Task:
                 return
             detached = False
             token = object()
-            if rt._try_enter(token):
-                try:
+            try:
+                if rt._try_enter(token):
                     detached = lib.kio_detach(self._handle) == 0
-                finally:
-                    rt._leave(token)
+            finally:
+                rt._leave(token)
             if detached:
                 self._state = _CONSUMED
             # Detached, or the runtime is stopping (it cancels the task and

@@ -117,6 +117,7 @@ class Completions:
             del self._pending[key]
             raise
         self._pending[key] = (fut, keep, task.runtime)
+        task._keep_arg = None  # kept by the entry from now on
         return fut
 
     def _on_readable(self) -> None:

@@ -7,11 +7,14 @@ session with cc into a temporary directory, linked against that libkio.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -66,3 +69,33 @@ def echo_server_path() -> Path:
     if not path.exists():
         pytest.skip(f"the kio echo example is not built ({path} does not exist)")
     return path
+
+
+class Interrupt(BaseException):
+    """Raised by the SIGALRM handler of :func:`alarm`: stands for
+    KeyboardInterrupt (a BaseException, not an Exception) without risking
+    pytest's own Ctrl-C handling."""
+
+
+@contextlib.contextmanager
+def alarm(seconds: float, interval: float = 0.0) -> Iterator[None]:
+    """Raises :class:`Interrupt` in the main thread ``seconds`` from now (and
+    then every ``interval`` seconds if given), from a Python signal handler,
+    the way Ctrl-C raises KeyboardInterrupt. The handler is removed on exit."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        pytest.skip("needs setitimer and the main thread")
+
+    on = [True]
+
+    def handler(signum: int, frame: object) -> None:
+        if on[0]:
+            raise Interrupt()
+
+    old = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds, interval)
+    try:
+        yield
+    finally:
+        on[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, old)

@@ -152,3 +152,21 @@ void *shielded_wait_for_child(void *unused) {
     kio_cancel_shield(old);
     return r;
 }
+
+/* Reads the argument only late: sleeps p->ms milliseconds shielded from
+ * cancellation (so a runtime stop waits for it), then copies p->value to
+ * read_later_seen and returns it. Shows whether the argument outlives the
+ * task when its Task is garbage collected during the stop. */
+struct read_later_args {
+    int64_t ms;
+    int64_t value;
+};
+volatile int64_t read_later_seen = -1;
+void *read_later(void *p) {
+    struct read_later_args *a = p;
+    int old = kio_cancel_shield(1);
+    kio_sleep((uint64_t)a->ms * 1000000u);
+    kio_cancel_shield(old);
+    read_later_seen = a->value;
+    return (void *)(intptr_t)read_later_seen;
+}

@@ -6,6 +6,7 @@ import errno
 import os
 import socket
 import threading
+import time
 
 import pytest
 
@@ -116,3 +117,91 @@ def test_shutdown_wakes_blocked_reader_thread() -> None:
     assert not th.is_alive() and got == [b""]
     kio.close(fd)
     kio.close(lfd)
+
+
+def test_out_of_range_ints_are_refused() -> None:
+    """ctypes keeps the low bits of an int too wide for a C parameter: kio.close
+    (2**32 + fd) used to close fd. They raise OverflowError, as os.close and
+    the socket module do."""
+    r, w = os.pipe()
+    try:
+        with pytest.raises(OverflowError):
+            kio.close(2**32 + r)
+        os.fstat(r)  # still open
+        os.write(w, b"hi")
+        with pytest.raises(OverflowError):
+            kio.read(2**32 + r, 2)
+        with pytest.raises(OverflowError):
+            kio.write(2**32 + w, b"x")
+        with pytest.raises(OverflowError):
+            kio.poll(r, 0x10001, timeout=0.01)  # events: a C short
+        with pytest.raises(OverflowError):
+            kio.accept(-(2**31) - 1)
+        with pytest.raises(TypeError):
+            kio.close(float(r))  # type: ignore[arg-type]
+        assert kio.read(r, 2) == b"hi"
+    finally:
+        os.close(r)
+        os.close(w)
+    lfd = kio.listen_tcp("127.0.0.1", 0)
+    try:
+        port = local_port(lfd)
+        for bad in (2**32 + port, 65536, -1):
+            with pytest.raises(OverflowError):
+                kio.dial_tcp("127.0.0.1", bad, timeout=2)
+            with pytest.raises(OverflowError):
+                kio.listen_tcp("127.0.0.1", bad)
+        with pytest.raises(OverflowError):
+            kio.listen_tcp("127.0.0.1", 0, backlog=2**40)
+    finally:
+        kio.close(lfd)
+    with kio.Runtime(threads=1) as rt:
+        with pytest.raises(OverflowError):
+            rt.dump(2**32 + 2)
+
+
+def test_poll_with_a_huge_timeout_waits() -> None:
+    """A timeout beyond kio's 64-bit nanosecond clock waits for ever (the
+    deadline wrapped to one in the past: TimedOut at once)."""
+    r, w = os.pipe()
+    try:
+        threading.Timer(0.1, lambda: os.write(w, b"x")).start()
+        assert kio.poll(r, kio.POLLIN, timeout=1.8446744e10) & kio.POLLIN
+        lfd = kio.listen_tcp("127.0.0.1", 0)
+        fd = kio.dial_tcp("127.0.0.1", local_port(lfd), timeout=1.8446744e10)
+        kio.close(fd)
+        kio.close(lfd)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+@pytest.mark.parametrize("call", ["read", "poll", "accept"])
+def test_ctrl_c_interrupts_socket_waits(call: str) -> None:
+    from conftest import Interrupt, alarm
+
+    lfd = kio.listen_tcp("127.0.0.1", 0)
+    port = local_port(lfd)
+    fd = kio.dial_tcp("127.0.0.1", port, timeout=5)
+    peer = kio.accept(lfd)
+    # For a wait that Ctrl-C cannot interrupt: what it waits for, later.
+    rescue = threading.Timer(
+        1.0, lambda: kio.write(peer, b"x") if call != "accept" else socket.create_connection(("127.0.0.1", port))
+    )
+    rescue.start()
+    t0 = time.monotonic()
+    try:
+        with alarm(0.1):
+            with pytest.raises(Interrupt):
+                if call == "read":
+                    kio.read(fd, 10)
+                elif call == "poll":
+                    kio.poll(fd, kio.POLLIN)
+                else:
+                    kio.accept(lfd)
+                time.sleep(2)
+    finally:
+        rescue.cancel()
+        for d in (fd, peer, lfd):
+            kio.close(d)
+    assert time.monotonic() - t0 < 0.8

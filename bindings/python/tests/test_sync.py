@@ -241,3 +241,54 @@ def test_condition_ping_pong_with_c_task(rt: kio.Runtime, helpers: ctypes.CDLL) 
             turn.value = 1
             cond.notify_all()
     assert task.join(timeout=30) == rounds
+
+
+def test_huge_timeouts_wait_for_ever() -> None:
+    """Timeouts beyond kio's 64-bit nanosecond clock (sys.maxsize seconds,
+    1.8e10 s, inf) wait for ever: the deadline saturates instead of wrapping
+    to one that has passed."""
+    import sys
+
+    m = kio.Mutex()
+    for timeout in (sys.maxsize, 1.8446744e10, float("inf")):
+        holding = threading.Event()
+
+        def holder() -> None:
+            with m:
+                holding.set()
+                time.sleep(0.1)
+
+        th = threading.Thread(target=holder)
+        th.start()
+        holding.wait()
+        t0 = time.monotonic()
+        assert m.acquire(timeout=timeout) is True
+        assert time.monotonic() - t0 >= 0.05
+        m.release()
+        th.join()
+    cond = kio.Condition()
+    for timeout in (sys.maxsize, 1.8446744e10):
+        with cond:
+            notifier = threading.Timer(0.1, lambda: (cond.acquire(), cond.notify(), cond.release()))
+            notifier.start()
+            assert cond.wait(timeout=timeout) is True
+        notifier.join()
+
+
+def test_threading_parity() -> None:
+    m = kio.Mutex()
+    # A negative timeout other than -1 is refused, as threading.Lock does.
+    with pytest.raises(ValueError):
+        m.acquire(timeout=-5)
+    assert m.acquire(timeout=-1)
+    # locked(): held by anyone.
+    assert m.locked()
+    held_elsewhere: list = []
+    th = threading.Thread(target=lambda: held_elsewhere.append(m.locked()))
+    th.start()
+    th.join()
+    assert held_elsewhere == [True]
+    m.release()
+    assert not m.locked()
+    assert m.acquire(timeout=0)  # locked() left it free
+    m.release()

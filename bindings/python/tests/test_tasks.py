@@ -355,3 +355,104 @@ def test_stop_races_with_busy_threads(helpers: ctypes.CDLL) -> None:
             th.join(timeout=30)
             assert not th.is_alive()
         assert not unexpected, unexpected
+
+
+class ReadLaterArgs(ctypes.Structure):
+    _fields_ = [("ms", ctypes.c_int64), ("value", ctypes.c_int64)]
+
+
+def test_argument_outlives_a_task_collected_during_stop(helpers: ctypes.CDLL) -> None:
+    """A Task garbage collected while another thread is inside stop(): its
+    argument must stay alive until the task has finished (the stop waits for
+    it), not be freed while the task still runs."""
+    import weakref
+
+    seen = ctypes.c_int64.in_dll(helpers, "read_later_seen")
+    rt = kio.Runtime(threads=2)
+    arg = ReadLaterArgs(300, 0x1234)
+    alive = weakref.ref(arg)
+    t = rt.spawn(helpers.read_later, arg)
+    del arg
+    time.sleep(0.02)
+    stopper = threading.Thread(target=rt.stop)
+    stopper.start()
+    deadline = time.monotonic() + 5
+    while not rt.closed and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert rt.closed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        del t
+        gc.collect()
+    assert alive() is not None, "the argument was freed while its task still runs"
+    junk = [ReadLaterArgs(0, 0x6666) for _ in range(2000)]  # reuse freed memory
+    stopper.join(10)
+    assert not stopper.is_alive()
+    assert seen.value == 0x1234
+    del junk
+    gc.collect()
+    assert alive() is None  # released once the runtime stopped
+
+
+def test_done_and_select_beside_join(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
+    """done() and select() do not consume the handle, and kio allows
+    kio_select beside kio_await: neither may make a join in another thread
+    fail (nor fail because of it)."""
+    # done() and select() while another thread joins.
+    t = rt.spawn(helpers.sleep_then_inc, 300)
+    results: list = []
+    joiner = threading.Thread(target=lambda: results.append(t.join()))
+    joiner.start()
+    deadline = time.monotonic() + 5
+    while t._state != 1 and time.monotonic() < deadline:  # until the joiner is in join()
+        time.sleep(0.001)
+    assert t.done() is False
+    with pytest.raises(kio.TimedOut):
+        kio.select([t], timeout=0.01)
+    assert kio.select([t], timeout=5) == 0  # finishes while the join consumes it
+    joiner.join()
+    assert results == [301]
+    assert t.done()
+    # join() while another thread selects.
+    t = rt.spawn(helpers.sleep_then_inc, 200)
+    picked: list = []
+    selector = threading.Thread(target=lambda: picked.append(kio.select([t])))
+    selector.start()
+    time.sleep(0.05)
+    assert t.join(timeout=5) == 201
+    selector.join(5)
+    assert picked == [0]
+    # join() while another thread polls done() (the reviewer's reproducer).
+    for i in range(1, 200):
+        t = rt.spawn(helpers.square, i)
+        stop = threading.Event()
+        errors: list = []
+
+        def poll_done(t: kio.Task = t) -> None:
+            while not stop.is_set():
+                try:
+                    t.done()
+                except kio.KioError as e:
+                    errors.append(e)
+                    return
+
+        th = threading.Thread(target=poll_done)
+        th.start()
+        try:
+            assert t.join() == i * i
+        finally:
+            stop.set()
+            th.join()
+        assert not errors
+
+
+def test_huge_join_and_select_timeouts_wait(rt: kio.Runtime, helpers: ctypes.CDLL) -> None:
+    """A timeout beyond kio's 64-bit nanosecond clock waits for ever (it used
+    to overflow: OverflowError for inf)."""
+    t = rt.spawn(helpers.sleep_then_inc, 50)
+    assert kio.select([t], timeout=float("inf")) == 0
+    assert t.join(timeout=1.8446744e10) == 51
+    t = rt.spawn(helpers.sleep_then_inc, 50)
+    assert t.join(timeout=float("inf")) == 51
+    with pytest.raises(ValueError):
+        rt.spawn(helpers.square, 2).join(timeout=float("nan"))
