@@ -15,6 +15,19 @@ namespace kio {
 
 namespace {
 
+// The runtime's first registration: workers asleep without a timeout wake
+// once, to sleep again with the I/O cover (sleep() in worker.cpp). The
+// exchange and their announcement pair like notify() and sleep().
+KIO_NOINLINE void first_registration(Runtime *rt) {
+    if (rt->io_registered.exchange(true, std::memory_order_seq_cst)) return;
+    unsigned n = rt->nstarted.load(std::memory_order_acquire);
+    for (unsigned i = 0; i < n; i++) wake_worker(&rt->workers[i]);
+}
+
+}  // namespace
+
+namespace {
+
 // Two-level table: 1024 chunks of 4096 states, chunks allocated on demand and
 // never freed (so lookups need no lock and states never move).
 constexpr int kChunkBits = 12;
@@ -66,6 +79,7 @@ void publish_fd_wait(Waiter *w, void *arg) {
             return;
         } else {
             st->registered = wk;
+            if (!wk->rt->io_registered.load(std::memory_order_relaxed)) first_registration(wk->rt);
         }
     }
     for (int i = 0; i < ndirs; i++) list_of(st, dirs[i]).push_back(&a->nodes[i]);

@@ -133,9 +133,11 @@ void poll_for_busy_workers(Worker *w) {
 }
 
 // Sleeps in the poller until work, I/O, a timer, or (while another worker
-// runs a fiber, which may ready a task without waking anyone) the backstop.
-// Returns true if it woke at the backstop.
-bool sleep(Worker *w) {
+// runs a fiber, which may ready a task without waking anyone) the backstop,
+// or (once the runtime has registered a descriptor) the I/O cover. Says
+// which ended it.
+enum Woke { kWokeForWork, kWokeAtBackstop, kWokeAtCover };
+Woke sleep(Worker *w) {
     Runtime *rt = w->rt;
     uint64_t deadline = sleep_deadline(w);
     uint64_t backstop = 0;
@@ -168,6 +170,22 @@ bool sleep(Worker *w) {
         deadline = again;
         w->sleep_until.store(deadline, std::memory_order_seq_cst);
     }
+    // The I/O cover: readiness registered with a worker that starts a fiber
+    // which never yields after this one fell asleep would wait for that
+    // fiber (a worker asleep with a backstop covers it, one asleep without
+    // did not): once the runtime has registered a descriptor, sleep at most
+    // kIoCoverNs and then look at busy workers' pollers. Still counted
+    // as a sleeper without a backstop: new work wakes it as before. (After
+    // the announcement, so that a first registration that did not see this
+    // sleeper is seen here; first_registration in fd.cpp.)
+    uint64_t io_cover = 0;
+    if (!backstop && rt->io_registered.load(std::memory_order_seq_cst)) {
+        io_cover = now_ns() + kIoCoverNs;
+        if (io_cover < deadline) {
+            deadline = io_cover;
+            w->sleep_until.store(deadline, std::memory_order_seq_cst);
+        }
+    }
     if (!work_visible(w, reluctant) && !rt->exiting.load(std::memory_order_seq_cst)) poll_worker(w, deadline);
     rt->nsleeping.fetch_sub(1, std::memory_order_seq_cst);
     if (!backstop) rt->nsleeping_unbounded.fetch_sub(1, std::memory_order_seq_cst);
@@ -178,9 +196,14 @@ bool sleep(Worker *w) {
     w->sleep_state.store(Worker::kAwake, std::memory_order_seq_cst);
     w->sleep_until.store(UINT64_MAX, std::memory_order_relaxed);
     fire_all_due(w);
-    if (!backstop || now_ns() < backstop) return false;
+    if (!backstop) {
+        if (!io_cover || now_ns() < io_cover) return kWokeForWork;
+        poll_for_busy_workers(w);
+        return kWokeAtCover;
+    }
+    if (now_ns() < backstop) return kWokeForWork;
     poll_for_busy_workers(w);
-    return true;
+    return kWokeAtBackstop;
 }
 
 void *worker_main(void *arg) {
@@ -198,20 +221,23 @@ void *worker_main(void *arg) {
 
 void idle_loop(Worker *w) {
     Runtime *rt = w->rt;
-    bool backstop = false;  // woke at the backstop: no spinning (find_work took what was stuck)
+    // Woke at the backstop or the I/O cover: no spinning (find_work took
+    // what was stuck).
+    Woke woke = kWokeForWork;
     for (;;) {
         Task *t = find_work(w);
-        if (!t && !backstop) t = spin(w);
+        if (!t && woke == kWokeForWork) t = spin(w);
         if (t) {
             run_from_idle(w, t);
-            backstop = false;
+            woke = kWokeForWork;
             w->backstop_doublings = 0;
             continue;
         }
         // A backstop that found nothing: the next one is twice as long.
-        if (backstop && (kBackstopNs << w->backstop_doublings) < kBackstopMaxNs) w->backstop_doublings++;
+        if (woke == kWokeAtBackstop && (kBackstopNs << w->backstop_doublings) < kBackstopMaxNs)
+            w->backstop_doublings++;
         if (rt->exiting.load(std::memory_order_acquire)) return;
-        backstop = sleep(w);
+        woke = sleep(w);
     }
 }
 

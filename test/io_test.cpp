@@ -1841,6 +1841,86 @@ TEST(SocketPlainThread, DeadlineDoesNotDelayCallsThatFailAtOnce) {
 // Fibers of two runtimes wait on one pipe; the registration is held by the
 // worker of the first to wait. Stopping that runtime must not strand the
 // other's fiber: it retries and registers on its own worker.
+// A descriptor registered with a worker that then runs a fiber which never
+// yields: the other worker, asleep since before that fiber started (so
+// without the backstop that covers a busy worker), still delivers the
+// readiness (the I/O cover: it looks at busy workers' pollers at least every
+// 32 ms once the runtime has registered a descriptor). The hog gives up
+// after 3 s; before the cover the read waited for it.
+TEST(IdleCover, ReadinessOnAWorkerStuckInAFiberReachesItsWaiter) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    {  // both workers started
+        std::vector<kio_task *> ts;
+        for (int i = 0; i < 4; i++)
+            ts.push_back(kt::spawn([] {
+                uint64_t end = kio_now() + 20 * kMs;
+                while (kio_now() < end) kio_yield();
+                return intptr_t(0);
+            }));
+        for (kio_task *t : ts) EXPECT_EQ(kt::await_ok(t), 0);
+    }
+    int placed = 0;
+    for (int attempt = 0; attempt < 20 && placed < 2; attempt++) {
+        int p[2];
+        ASSERT_EQ(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+        std::atomic<pthread_t> reader_thread{}, hog_thread{};
+        std::atomic<int> reader_ready{0}, hog_parked{0}, got{0};
+        std::atomic<uint64_t> got_at{0};
+        kio_mutex m = KIO_MUTEX_INIT;
+        kio_cond c = KIO_COND_INIT;
+        bool go = false;
+        kio_task *reader = kt::spawn([&] {
+            char b;
+            reader_thread = pthread_self();
+            reader_ready = 1;
+            ssize_t r = kio_read(p[0], &b, 1);  // parks here, registering p[0]
+            got_at = kio_now();
+            got = 1;
+            return intptr_t(r);
+        });
+        ASSERT_TRUE(kt::wait_flag(reader_ready, 1));
+        kio_spawn_options so;
+        kio_spawn_options_init(&so);
+        so.pinned = 1;
+        kio_task *hog = kt::spawn_ex(&so, [&] {
+            hog_thread = pthread_self();
+            kio_mutex_lock(&m);
+            hog_parked = 1;
+            while (!go) kio_cond_wait(&c, &m);
+            kio_mutex_unlock(&m);
+            if (!pthread_equal(hog_thread.load(), reader_thread.load())) return intptr_t(0);
+            uint64_t end = kio_now() + 3000 * kMs;  // never yields until the read is done
+            while (!got.load() && kio_now() < end) {
+            }
+            return intptr_t(1);
+        });
+        ASSERT_TRUE(kt::wait_flag(hog_parked, 1));
+        uint64_t written = 0;
+        std::thread th([&] {
+            usleep(100 * 1000);  // every worker asleep by now
+            kio_mutex_lock(&m);
+            go = true;
+            kio_cond_signal(&c);
+            kio_mutex_unlock(&m);
+            usleep(20 * 1000);  // the hog runs by now (if on the reader's worker)
+            written = kio_now();
+            (void)!write(p[1], "x", 1);
+        });
+        intptr_t on_same = kt::await_ok(hog);
+        EXPECT_EQ(kt::await_ok(reader), 1);
+        th.join();
+        if (on_same) {
+            placed++;
+            EXPECT_LT(got_at.load() - written, kt::prompt(1000 * kMs)) << "attempt " << attempt;
+        }
+        kio_close(p[0]);  // (close(2) would leave kio's registration state to the next pipe)
+        kio_close(p[1]);
+    }
+    EXPECT_GT(placed, 0) << "the hog never landed on the reader's worker";
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(FdShared, FiberOfAnotherRuntimeStillWakesAfterTheRegisteringRuntimeStops) {
     int p[2];
     ASSERT_EQ(pipe(p), 0);
