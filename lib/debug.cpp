@@ -153,9 +153,9 @@ size_t walk_suspended(Task *t, void **frames, size_t max) {
         free_ = false;
         cpu_relax();
     }
-    heavy_fence();  // walked before on_cpu; pairs with set_current's barrier
+    heavy_fence();  // walked before walkable; pairs with set_current's barrier
     size_t n = 0;
-    if (!t->on_cpu.load(std::memory_order_relaxed) && t->sp) {
+    if (t->walkable.load(std::memory_order_relaxed) && t->sp) {
         unw_context_t uc;
         context_of_suspended(t, &uc);
         unw_cursor_t c;

@@ -525,6 +525,10 @@ void stall_episode_ends(Worker *w) {
 KIO_NOINLINE void after_switch_general(SwitchMsg *in);
 
 void after_switch(SwitchMsg *in) {
+    // The fiber that left is suspended and its context saved: its stack may
+    // be walked until someone resumes it, which needs the message handled.
+    if (Task *left = in->prev; left && in->kind != SwitchMsg::kRecycle)
+        left->walkable.store(true, std::memory_order_relaxed);
 #if !KIO_ASAN && !KIO_TSAN
     // The common yield (no watchdog, not pinned, room in the yield ring)
     // without a call but the last: handle()'s kReschedule, in short. No
@@ -567,8 +571,9 @@ inline void set_current(Worker *w, Task *next) {
     w->current = next;
     if (next) {
         next->on_cpu.store(true, std::memory_order_relaxed);
-        // The walk guard's Dekker pair: on_cpu, then walked here; walked,
-        // heavy_fence(), then on_cpu in walk_suspended. A compiler barrier
+        next->walkable.store(false, std::memory_order_relaxed);
+        // The walk guard's Dekker pair: walkable, then walked here; walked,
+        // heavy_fence(), then walkable in walk_suspended. A compiler barrier
         // only, also where heavy_fence() has no membarrier to pair with: a
         // full fence on every switch would cost more than the guard is
         // worth, and the race it leaves is a store buffer's drain long.

@@ -63,6 +63,12 @@ struct alignas(64) Task {
     // A backtrace is reading the suspended fiber's stack: whoever resumes it
     // waits until the walk is done (walk_suspended in debug.cpp).
     std::atomic<bool> walked{false};
+    // Suspended with its context saved and not resumed since: its stack may
+    // be walked. Set by the arriving side of its switch before anything can
+    // resume it; cleared by the resumer (set_current). Unlike on_cpu (a
+    // hint, cleared after the switch message is handled, when the fiber may
+    // already run elsewhere), never false while the fiber runs.
+    std::atomic<bool> walkable{false};
     uint64_t stolen_at = 0;  // when a thief took it before its first run (steal() in scheduler.cpp)
     Task *qnext = nullptr;   // link in injection / inbox lists
 
