@@ -1848,7 +1848,15 @@ TEST(SocketPlainThread, DeadlineDoesNotDelayCallsThatFailAtOnce) {
 // 32 ms once the runtime has registered a descriptor). The hog gives up
 // after 3 s; before the cover the read waited for it.
 TEST(IdleCover, ReadinessOnAWorkerStuckInAFiberReachesItsWaiter) {
+    // The scenario needs fibers to stay where they run: without the
+    // KIO_DEBUG_MIGRATE of the migrate test setup, which moves every woken
+    // fiber to another worker.
+    const char *old = getenv("KIO_DEBUG_MIGRATE");
+    std::string saved = old ? old : "";
+    setenv("KIO_DEBUG_MIGRATE", "0", 1);
     kt::Rt rt(2);
+    if (old) setenv("KIO_DEBUG_MIGRATE", saved.c_str(), 1);
+    else unsetenv("KIO_DEBUG_MIGRATE");
     ASSERT_EQ(rt.rc(), 0);
     {  // both workers started
         std::vector<kio_task *> ts;
