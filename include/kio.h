@@ -415,7 +415,8 @@ KIO_API uint64_t kio_deadline_get(void) KIO_NOEXCEPT;
  * Errors besides the system call's own: -EBADF (invalid or closed with
  * kio_close, also when the close happens while parked), -ECANCELED,
  * -ETIMEDOUT, -EINVAL for a NULL buffer with a nonzero length (not the
- * kernel's -EFAULT; also kio_pread and kio_pwrite). EINTR never reaches the
+ * kernel's -EFAULT; also a NULL vector or buffer in kio_readv, kio_writev,
+ * kio_recvmsg and kio_sendmsg, and kio_pread and kio_pwrite). EINTR never reaches the
  * caller (the call is retried).
  * ------------------------------------------------------------------------- */
 
@@ -488,8 +489,9 @@ KIO_API int kio_dial_tcp(const char *host, int port, uint64_t deadline) KIO_NOEX
  * produces is closed. kio_pread, kio_pwrite and kio_fsync fail with
  * -ETIMEDOUT on entry if the deadline has passed; while queued behind a busy
  * pool, cancellation or the deadline withdraw them (-ECANCELED, -ETIMEDOUT;
- * they never run). Once started they run to completion and the fiber waits
- * for them (the pool thread uses the caller's buffer, which must stay
+ * they never run), and so does a kio_close of the descriptor (-EBADF; the
+ * number may name another file by then). Once started they run to
+ * completion and the fiber waits for them (the pool thread uses the caller's buffer, which must stay
  * valid); a cancellation that arrives meanwhile shows at the next
  * cancellation point. From a plain thread they run directly.
  * ------------------------------------------------------------------------- */
@@ -582,16 +584,17 @@ KIO_API void kio_stats_init(struct kio_stats *out) KIO_NOEXCEPT;
 /* Fills *out (up to out->size bytes) with rt's counters (rt NULL =
  * kio_current()). The counters are read without stopping the runtime, so
  * they are each exact but not a consistent snapshot. Errors: -EINVAL.
- * Thread safety: any thread. */
+ * Thread safety: any thread, also while another destroys rt (destroy waits
+ * for a call in progress; one that starts once destroy frees rt returns
+ * -EINVAL). */
 KIO_API int kio_stats(kio_runtime *rt, struct kio_stats *out) KIO_NOEXCEPT;
 
 /* Stores up to max return addresses of task's stack in frames (task NULL =
  * the calling fiber) and returns their count, innermost first. The task must
  * be suspended (parked or queued): -EBUSY while it runs on a worker; a task
- * that has not started yet has no frames (0). The walk
- * reads the suspended stack while the task could be resumed by another
- * thread, so use it for diagnostics (a task that wakes during the walk gives
- * a truncated trace). Errors: -EINVAL, -EBUSY, -ENOTSUP (no unwinder on this
+ * that has not started yet has no frames (0). While the walk reads the
+ * suspended stack, a worker that would resume the task waits for it (the walk
+ * gathers only addresses). For diagnostics. Errors: -EINVAL, -EBUSY, -ENOTSUP (no unwinder on this
  * platform), -EPERM (task NULL on a plain thread). */
 KIO_API int kio_backtrace(kio_task *task, void **frames, size_t max) KIO_NOEXCEPT;
 
@@ -601,7 +604,8 @@ KIO_API int kio_backtrace(kio_task *task, void **frames, size_t max) KIO_NOEXCEP
  * and symbolized backtrace. Returns 0 or a negative errno (-EINVAL, a write
  * error). Not async-signal-safe (it allocates to demangle names): from a
  * signal handler, use the dump_signal option instead, which runs it on a
- * monitor thread. Thread safety: any thread. */
+ * monitor thread. Thread safety: any thread, also while another destroys rt,
+ * as kio_stats. */
 KIO_API int kio_dump(kio_runtime *rt, int fd) KIO_NOEXCEPT;
 
 #ifdef __cplusplus

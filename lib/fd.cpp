@@ -24,10 +24,6 @@ KIO_NOINLINE void first_registration(Runtime *rt) {
     for (unsigned i = 0; i < n; i++) wake_worker(&rt->workers[i]);
 }
 
-}  // namespace
-
-namespace {
-
 // Two-level table: 1024 chunks of 4096 states, chunks allocated on demand and
 // never freed (so lookups need no lock and states never move).
 constexpr int kChunkBits = 12;

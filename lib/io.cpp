@@ -367,7 +367,7 @@ KIO_EXPORT ssize_t kio_writev(int fd, const struct iovec *iov, int iovcnt) noexc
 // len bytes (or end of file, or an error), as recv(2) on a blocking socket
 // does; a non-blocking one returns what is there. Not with MSG_PEEK (a peek
 // does not consume, so a loop of them cannot wait for more) or MSG_DONTWAIT.
-bool wants_all(int fd, int flags, size_t len) {
+static bool wants_all(int fd, int flags, size_t len) {
     if (!(flags & MSG_WAITALL) || (flags & (MSG_PEEK | MSG_DONTWAIT)) || len == 0) return false;
     int type = 0;
     socklen_t tl = sizeof type;
@@ -379,7 +379,7 @@ bool wants_all(int fd, int flags, size_t len) {
 // bytes ends it with their count, as a signal does recv(2)'s; the next call
 // reports the condition.
 template <class RecvSome>
-ssize_t recv_all(void *buf, size_t len, RecvSome recv_some) {
+static ssize_t recv_all(void *buf, size_t len, RecvSome recv_some) {
     size_t got = 0;
     while (got < len) {
         ssize_t r = recv_some(static_cast<char *>(buf) + got, len - got);
@@ -407,13 +407,12 @@ KIO_EXPORT ssize_t kio_recvfrom(int fd, void *buf, size_t len, int flags, struct
                                 socklen_t *addrlen) noexcept {
     if (null_buf(buf, len)) return -EINVAL;
     if (wants_all(fd, flags, len)) {
-        // The first receive reports the address, as recvfrom(2) would.
-        bool first = true;
-        return recv_all(buf, len, [&](char *p, size_t n) {
-            if (!first) return kio_recv(fd, p, n, flags & ~MSG_WAITALL);
-            first = false;
-            return kio_recvfrom(fd, p, n, flags & ~MSG_WAITALL, addr, addrlen);
-        });
+        // The first receive reports the address, as recvfrom(2) would;
+        // kio_recv waits for the rest.
+        ssize_t r = kio_recvfrom(fd, buf, len, flags & ~MSG_WAITALL, addr, addrlen);
+        if (r <= 0 || size_t(r) == len) return r;
+        ssize_t more = kio_recv(fd, static_cast<char *>(buf) + r, len - size_t(r), flags);
+        return more < 0 ? r : r + more;
     }
     return io_loop(fd, kIn, [&](int extra) { return ::recvfrom(fd, buf, len, flags | extra, addr, addrlen); });
 }

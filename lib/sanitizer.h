@@ -60,14 +60,6 @@ namespace kio {
 // the saved registers and stack of a suspended fiber (kio_dump,
 // kio_backtrace), which races by design with that fiber resuming on another
 // worker: the walk is documented as best effort.
-// The same for ASan, on a function: a suspended fiber's saved block may be
-// poisoned again (its frames' redzones) by the time the read happens.
-#if KIO_ASAN
-#define KIO_NO_ASAN __attribute__((no_sanitize("address")))
-#else
-#define KIO_NO_ASAN
-#endif
-
 struct SanIgnoreReads {
 #if KIO_TSAN
     SanIgnoreReads() { AnnotateIgnoreReadsBegin(__FILE__, __LINE__); }
@@ -78,6 +70,14 @@ struct SanIgnoreReads {
     SanIgnoreReads(const SanIgnoreReads &) = delete;
     SanIgnoreReads &operator=(const SanIgnoreReads &) = delete;
 };
+
+// The same for ASan, on a function: a suspended fiber's saved block may be
+// poisoned again (its frames' redzones) by the time the read happens.
+#if KIO_ASAN
+#define KIO_NO_ASAN __attribute__((no_sanitize("address")))
+#else
+#define KIO_NO_ASAN
+#endif
 
 // Per-context sanitizer state: one in every task and one per worker's idle
 // context. Empty in ordinary builds.

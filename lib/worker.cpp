@@ -196,14 +196,10 @@ Woke sleep(Worker *w) {
     w->sleep_state.store(Worker::kAwake, std::memory_order_seq_cst);
     w->sleep_until.store(UINT64_MAX, std::memory_order_relaxed);
     fire_all_due(w);
-    if (!backstop) {
-        if (!io_cover || now_ns() < io_cover) return kWokeForWork;
-        poll_for_busy_workers(w);
-        return kWokeAtCover;
-    }
-    if (now_ns() < backstop) return kWokeForWork;
+    uint64_t cover = backstop ? backstop : io_cover;  // at most one is set
+    if (!cover || now_ns() < cover) return kWokeForWork;
     poll_for_busy_workers(w);
-    return kWokeAtBackstop;
+    return backstop ? kWokeAtBackstop : kWokeAtCover;
 }
 
 void *worker_main(void *arg) {
