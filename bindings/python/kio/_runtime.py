@@ -9,14 +9,14 @@ import select as select_module
 import threading
 import warnings
 import weakref
-from ctypes import byref, c_int, c_size_t, c_uint, c_uint64, c_void_p, sizeof
+from ctypes import byref, c_int, c_size_t, c_uint, c_uint64, c_void_p
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 from . import _lib
 from ._errors import Canceled, KioError, TimedOut, check, error_for
 from ._lib import KioCqEvent, KioOptions, KioSpawnOptions, KioStats, lib
-from ._util import SLICE_NS, check_c_int, deadline_in, with_deadline
+from ._util import SLICE_NS, c_range, check_c_int, deadline_in, with_deadline
 
 __all__ = ["Runtime", "Task", "Stats", "select", "FunctionPointer", "Argument"]
 
@@ -205,9 +205,7 @@ def _inside(rt: "Runtime") -> bool:
 
 def _check_fits(where: str, what: str, value: int, ctype: type) -> None:
     """Raises ValueError unless ``value`` fits the C integer type ``ctype``."""
-    bits = 8 * sizeof(ctype)
-    signed = ctype(-1).value < 0
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    lo, hi = c_range(ctype)
     if not lo <= value <= hi:
         raise ValueError(f"{where}: {what}={value} does not fit the C field ({lo}..{hi})")
 
@@ -775,6 +773,15 @@ class Task:
         while lib.kio_cq_poll(cq, byref(ev), 1) == 0:
             poller.poll(POLL_NS // 1_000_000)  # ms; Ctrl-C lands between
 
+    def _settle_twice(self, token: object, res: c_void_p, cq: c_void_p) -> None:
+        """_settle, run once more if an exception (a signal handler's) cut it
+        short; then the exception goes on."""
+        try:
+            self._settle(token, res, cq)
+        except BaseException:
+            self._settle(token, res, cq)
+            raise
+
     def _settle_queue(self, token: object, ev: KioCqEvent, claim: bool) -> None:
         """Ends a wait on (or a look at) the Task's queue by the call
         ``token``: takes the result if kio_cq_poll put it in ``ev`` (kept for
@@ -906,11 +913,7 @@ class Task:
             self._mode = _M_DETACH
             r = lib.kio_detach(self._handle)
         finally:
-            try:
-                self._settle(token, res, cq)
-            except BaseException:
-                self._settle(token, res, cq)
-                raise
+            self._settle_twice(token, res, cq)
         check(r, "kio_detach")
 
     def done(self) -> bool:
@@ -996,11 +999,7 @@ class Task:
             self._mode = _M_WATCH
             r = lib.kio_cq_watch(cq, self._handle, user_data)
         finally:
-            try:
-                self._settle(token, res, unused)
-            except BaseException:
-                self._settle(token, res, unused)
-                raise
+            self._settle_twice(token, res, unused)
         check(r, "kio_cq_watch")
         # The caller stores it, then clears _keep_arg: until then the Task
         # keeps it (and, if an exception comes first, __del__ hands it to
