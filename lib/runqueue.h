@@ -7,7 +7,9 @@
 //           Chase-Lev, growable.
 //   Ring    woken and yielding fibers, FIFO. The owner pushes at the tail and
 //           pops at the head; thieves take half from the head. Fixed capacity;
-//           the overflow goes to the runtime's injection queue.
+//           the overflow goes to the runtime's injection queue. A task that
+//           arrives on an empty ring waits in a head slot instead, which the
+//           owner takes without a locked instruction (see below).
 //   TaskQueue  a mutex-protected FIFO list with a lock-free emptiness check:
 //           the runtime's injection queue and each worker's inbox (pinned tasks).
 //
@@ -17,6 +19,30 @@
 // A runtime of one worker has no thieves: its queues are set `solo`, and the
 // owner's pops skip the compare-and-swap (Ring) and the full fence (Deque)
 // that only a race with a thief needs, a locked instruction per pick.
+//
+// The Ring's head slot. Fibers that wake each other on one worker (a mutex
+// and condition ping-pong, a request handed between two fibers) keep the ring
+// at zero or one task, and a compare-and-swap per pick against thieves that
+// never come is most of what the pick costs. So a task pushed on an empty
+// ring goes to the slot, which the owner takes with plain loads and stores,
+// and a thief only from a worker stuck in one fiber (scheduler.cpp: the same
+// rule as for a worker's single queued task), with a heavy fence:
+//
+//   owner (pop)                          thief (steal_slot)
+//   s0 = thief_seq_                      thief_seq_: even -> odd (CAS)
+//   t = slot_; slot_ = nullptr           heavy_fence()
+//   light_fence()                        t = slot_; CAS slot_ t -> nullptr
+//   s1 = thief_seq_                      stolen_ = t, stolen_in_ = its number
+//                                        thief_seq_: -> next even
+//
+// The fences make the owner either see the attempt's number (s1 != s0) or
+// have its store seen by the thief (which then finds the slot empty). An
+// attempt under way at s0 shows as an odd s0. So if s0 is even and s1 == s0,
+// no thief can have taken t; otherwise the owner waits for the attempt to
+// end and reads whether one that overlapped took t (an attempt under way at
+// s0 may have taken an earlier task). The slot is older than everything in
+// the ring, so FIFO order holds.
+
 #pragma once
 
 #include <atomic>
@@ -24,7 +50,11 @@
 #include <cstdlib>
 #include <mutex>
 
+#include <sched.h>
+
+#include "fence.h"
 #include "task.h"
+#include "util.h"
 
 namespace kio {
 
@@ -36,6 +66,10 @@ class Ring {
     bool push(Task *t) {
         uint32_t h = head_.load(std::memory_order_acquire);
         uint32_t tl = tail_.load(std::memory_order_relaxed);
+        if (h == tl && !slot_.load(std::memory_order_relaxed)) {
+            slot_.store(t, std::memory_order_release);
+            return true;
+        }
         if (tl - h >= kCap) return false;
         buf_[tl % kCap].store(t, std::memory_order_relaxed);
         tail_.store(tl + 1, std::memory_order_release);
@@ -67,27 +101,45 @@ class Ring {
     }
     // No other worker will ever take from this ring (set before first use).
     void set_solo() { solo_ = true; }
-    // Owner: one task from the head.
-    Task *pop() {
-        uint32_t h = head_.load(std::memory_order_acquire);
+    // Owner: one task from the head (the slot first: it is the oldest).
+    __attribute__((always_inline)) Task *pop() {
         if (solo_) {
-            if (h == tail_.load(std::memory_order_relaxed)) return nullptr;
-            Task *t = buf_[h % kCap].load(std::memory_order_relaxed);
-            head_.store(h + 1, std::memory_order_release);
+            Task *t = slot_.load(std::memory_order_relaxed);
+            if (!t) return pop_ring();
+            slot_.store(nullptr, std::memory_order_relaxed);
             return t;
         }
-        for (;;) {
-            uint32_t tl = tail_.load(std::memory_order_acquire);
-            if (h == tl) return nullptr;
-            Task *t = buf_[h % kCap].load(std::memory_order_relaxed);
-            if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel,
-                                            std::memory_order_acquire))
-                return t;
+        uint64_t s0 = thief_seq_.load(std::memory_order_acquire);  // before the slot is read
+        if (Task *t = slot_.load(std::memory_order_relaxed)) {
+            slot_.store(nullptr, std::memory_order_relaxed);
+            light_fence();  // the store before reading thief_seq_ again; pairs with steal_slot
+            uint64_t s1 = thief_seq_.load(std::memory_order_relaxed);
+            if (KIO_UNLIKELY((s0 & 1) || s1 != s0) && stolen_since(s0, t)) return pop_ring();
+            return t;
         }
+        return pop_ring();
+    }
+    // Thief, only from a worker stuck in one fiber (a heavy fence per call):
+    // the slot's task, or nullptr when empty, taken, or another thief is at it.
+    Task *steal_slot() {
+        if (!slot_.load(std::memory_order_relaxed)) return nullptr;
+        uint64_t s = thief_seq_.load(std::memory_order_relaxed);
+        if ((s & 1) || !thief_seq_.compare_exchange_strong(s, s + 1, std::memory_order_acq_rel)) return nullptr;
+        heavy_fence();  // the odd number before reading the slot; pairs with pop
+        Task *t = slot_.load(std::memory_order_acquire);
+        if (t && slot_.compare_exchange_strong(t, nullptr, std::memory_order_acq_rel)) {
+            stolen_.store(t, std::memory_order_relaxed);
+            stolen_in_.store(s + 1, std::memory_order_relaxed);
+        } else {
+            t = nullptr;
+        }
+        thief_seq_.store(s + 2, std::memory_order_release);
+        return t;
     }
     // Owner: the task at the head, if any, as a hint (a thief may take it
     // meanwhile; Task memory stays mapped, so reading it is harmless).
     Task *peek() const {
+        if (Task *t = slot_.load(std::memory_order_relaxed)) return t;
         uint32_t h = head_.load(std::memory_order_relaxed);
         if (h == tail_.load(std::memory_order_relaxed)) return nullptr;
         return buf_[h % kCap].load(std::memory_order_relaxed);
@@ -118,14 +170,52 @@ class Ring {
     uint32_t size() const {
         uint32_t h = head_.load(std::memory_order_acquire);
         uint32_t tl = tail_.load(std::memory_order_acquire);
-        return tl - h > kCap ? 0 : tl - h;
+        uint32_t in_slot = slot_.load(std::memory_order_relaxed) ? 1 : 0;
+        return (tl - h > kCap ? 0 : tl - h) + in_slot;
     }
 
   private:
+    Task *pop_ring() {
+        uint32_t h = head_.load(std::memory_order_acquire);
+        if (solo_) {
+            if (h == tail_.load(std::memory_order_relaxed)) return nullptr;
+            Task *t = buf_[h % kCap].load(std::memory_order_relaxed);
+            head_.store(h + 1, std::memory_order_release);
+            return t;
+        }
+        for (;;) {
+            uint32_t tl = tail_.load(std::memory_order_acquire);
+            if (h == tl) return nullptr;
+            Task *t = buf_[h % kCap].load(std::memory_order_relaxed);
+            if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel,
+                                            std::memory_order_acquire))
+                return t;
+        }
+    }
+    // Owner, having taken the slot's task t while thief attempts may have
+    // overlapped (s0: thief_seq_ before): waits until no attempt is under
+    // way; true if one numbered s0 or later took t. (An attempt under way at
+    // s0 may have taken an earlier task; none can take anything after t
+    // meanwhile: the slot stays empty until the owner returns.)
+    KIO_NOINLINE bool stolen_since(uint64_t s0, Task *t) {
+        for (unsigned spins = 0; thief_seq_.load(std::memory_order_acquire) & 1; spins++) {
+            if (spins < 1000) cpu_relax();
+            else sched_yield();  // the thief's thread may have been preempted
+        }
+        return stolen_in_.load(std::memory_order_relaxed) >= s0 &&
+               stolen_.load(std::memory_order_relaxed) == t;
+    }
+
     alignas(kCacheLine) std::atomic<uint32_t> head_{0};
     alignas(kCacheLine) std::atomic<uint32_t> tail_{0};
+    std::atomic<Task *> slot_{nullptr};  // the head slot: older than all of buf_
     bool solo_ = false;
     std::atomic<Task *> buf_[kCap] = {};
+    // Thieves at the slot (rare): odd while an attempt is under way (the
+    // attempt's number); the last attempt that took a task, and that task.
+    alignas(kCacheLine) std::atomic<uint64_t> thief_seq_{0};
+    std::atomic<uint64_t> stolen_in_{0};
+    std::atomic<Task *> stolen_{nullptr};
 };
 
 class Deque {

@@ -401,6 +401,12 @@ Task *steal(Worker *w) {
             if (!t && v->spawned.size() > 0 && (queued == 1 || may_steal_fresh(w, v)))
                 fresh = (t = v->spawned.steal()) != nullptr;
             if (!t) t = v->yielded.steal_into(w->yielded);
+            // The rings' head slots: only from a worker stuck in one fiber
+            // (each try costs a heavy fence, see runqueue.h).
+            if (!t && (queued == 1 || may_steal_single(w, v, kSingleStealDelay))) {
+                t = v->ready.steal_slot();
+                if (!t) t = v->yielded.steal_slot();
+            }
         }
         // KIO_DEBUG_MIGRATE sent these to v on purpose: taken only if v is
         // stuck in a fiber that does not yield.

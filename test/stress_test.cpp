@@ -818,6 +818,50 @@ TEST(Stress, TaskWokenByAFiberThatNeverYieldsStillRuns) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// A fiber woken on an empty run ring waits in its worker's head slot, which
+// the owner takes with plain loads and stores and a thief takes only once the
+// owner looks stuck in one fiber (runqueue.h). The waker keeps its worker
+// busy for 0-40 us after the wakeup, around the 5 us after which an idle
+// worker may take the slot, so owner and thief race for it: the woken fiber
+// must run exactly once in every round (twice would resume one context twice;
+// never would hang the await).
+TEST(Stress, HeadSlotTakenByOwnerOrThiefRunsItsTaskOnce) {
+    const uint64_t rounds = scaled(4000);
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<uint64_t> runs{0};
+    for (uint64_t round = 0; round < rounds; round++) {
+        kio_mutex m = KIO_MUTEX_INIT;
+        kio_cond c = KIO_COND_INIT;
+        std::atomic<int> waiting{0}, signaled{0};
+        kio_task *b = kt::spawn([&] {
+            kio_mutex_lock(&m);
+            waiting = 1;
+            while (!signaled.load()) {
+                if (kio_cond_wait(&c, &m) != 0) break;
+            }
+            kio_mutex_unlock(&m);
+            runs.fetch_add(1);
+            return intptr_t(1);
+        });
+        ASSERT_TRUE(kt::wait_flag(waiting, 1));
+        kio_task *a = kt::spawn([&] {
+            kio_mutex_lock(&m);  // b is parked in kio_cond_wait once this succeeds
+            signaled = 1;
+            kio_cond_signal(&c);
+            kio_mutex_unlock(&m);
+            uint64_t busy_until = kio_now() + (round % 41) * kUs;
+            while (kio_now() < busy_until) {
+            }
+            return intptr_t(1);
+        });
+        ASSERT_EQ(kt::await_ok(a), 1) << "round " << round;
+        ASSERT_EQ(kt::await_ok(b), 1) << "round " << round;
+        ASSERT_EQ(runs.load(), round + 1) << "round " << round;
+    }
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(Stress, TaskThatNeverYieldsDoesNotStopOtherWorkers) {
     const uint64_t rounds = scaled(20);
     for (uint64_t round = 0; round < rounds; round++) {
