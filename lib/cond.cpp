@@ -27,6 +27,15 @@ void publish_cond_wait(Waiter *w, void *arg) {
         LockGuard<SpinLock> g(a->c->lock);
         a->c->waiters.push_back(a->node);
     }
+    // The fiber this worker resumes now may be a condition waiter on its way
+    // to re-lock m (two fibers taking turns): pass m straight to it, one CAS
+    // instead of an unlock here and a lock there.
+    Worker *wk = current_worker_fast();
+    Task *next = wk ? static_cast<Task *>(wk->current) : nullptr;
+    if (next && next->cond_relock == a->m && mutex_pass_to(a->m, a->owner, next)) {
+        next->cond_relock = nullptr;
+        return;
+    }
     mutex_unlock_as(a->m, a->owner);
 }
 
@@ -41,9 +50,13 @@ int cond_wait(CondImpl *c, MutexImpl *m, uint64_t deadline, bool has_deadline) {
     WaitNode n;
     n.waiter = &w;
     CondWait a{c, m, &n, me};
+    if (self) self->cond_relock = m;
     int r = wait_on(&w, publish_cond_wait, &a, has_deadline ? deadline : 0, true, KIO_PARK_COND, c);
     unlink_if_linked(c->lock, c->waiters, &n);
-    mutex_lock(m, false);
+    if (!self || self->cond_relock) {  // not passed to us by publish_cond_wait
+        if (self) self->cond_relock = nullptr;
+        mutex_lock(m, false);
+    }
     return r;
 }
 

@@ -368,6 +368,16 @@ void mutex_unlock_as(M *m, uintptr_t id) {
     serve_waiters(m);
 }
 
+bool mutex_pass_to(M *m, uintptr_t id, Task *to) {
+    uintptr_t s = M::kLocked | id;
+    if (!to->mutex_owner ||
+        !m->state.compare_exchange_strong(s, M::kLocked | to->mutex_owner, std::memory_order_acq_rel,
+                                          std::memory_order_relaxed))
+        return false;
+    m->owner.store(owner_hint(to), std::memory_order_release);
+    return true;
+}
+
 uintptr_t caller_owner_id() {
     Worker *w = current_worker_at_entry();
     return owner_id(w, w ? static_cast<Task *>(w->current) : nullptr);

@@ -10,6 +10,8 @@
 
 namespace kio {
 
+struct Task;
+
 // kio_mutex: state bits with the owner's identity, a hint naming the owner,
 // and a FIFO of waiters guarded by a lock bit in `state` (policy in
 // mutex.cpp).
@@ -59,6 +61,9 @@ int mutex_lock(MutexImpl *m, bool cancelable);
 bool mutex_trylock(MutexImpl *m);
 // Unlocks m on behalf of the party `id` (ignored if id does not own it).
 void mutex_unlock_as(MutexImpl *m, uintptr_t id);
+// Passes m, held by `id` with nobody queued, to task `to` (which locked a
+// mutex before, so it has an identity): true if done (one CAS).
+bool mutex_pass_to(MutexImpl *m, uintptr_t id, Task *to);
 // The caller's identity as a mutex owner (a multiple of 1 << kOwnerShift,
 // never 0, never reused in the process).
 uintptr_t caller_owner_id();

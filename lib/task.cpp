@@ -44,6 +44,7 @@ __attribute__((always_inline)) inline void start_task(Runtime *rt, Worker *w, Ta
     __atomic_store_n(&t->id, id, __ATOMIC_RELAXED);
     __atomic_store_n(&t->rt, rt, __ATOMIC_RELAXED);
     t->mutex_owner = 0;
+    t->cond_relock = nullptr;
     t->fn = fn;
     t->arg = arg;
     t->result = nullptr;

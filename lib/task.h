@@ -47,6 +47,9 @@ struct alignas(64) Task {
     uint64_t id = 0;
     Runtime *rt = nullptr;
     uintptr_t mutex_owner = 0;  // identity as a kio_mutex owner, taken on first lock (mutex.cpp)
+    // While parked in a condition wait: the mutex it re-locks on waking,
+    // until a fiber's publication passed that mutex to it (cond.cpp).
+    void *cond_relock = nullptr;
 
     // Body.
     kio_fn fn = nullptr;

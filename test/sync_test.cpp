@@ -920,6 +920,64 @@ TEST(Cond, PingPongBetweenPlainThreadAndFiber) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// Two fibers taking turns on one worker: the waiter's publication runs on
+// the fiber it switches to, which is on its way to re-lock the same mutex, and
+// passes the mutex to it (cond.cpp). Each wait must still return with the
+// caller owning the mutex (a wait with a past deadline is then -ETIMEDOUT,
+// not -EPERM), and a third fiber that queues on the mutex now and then (no
+// pass then: the mutex is handed by the ordinary unlock) must see every
+// increment under it.
+TEST(Cond, WaitReturnsOwningTheMutexWhenTheSwitchPassesIt) {
+    for (unsigned threads : {1u, 2u}) {
+        SCOPED_TRACE("threads " + std::to_string(threads));
+        kt::Rt rt(threads);
+        ASSERT_EQ(rt.rc(), 0);
+        kio_mutex m = KIO_MUTEX_INIT;
+        kio_cond c[2] = {KIO_COND_INIT, KIO_COND_INIT};
+        constexpr int kRounds = 20000;
+        int turn = 0;
+        long value = 0;
+        std::atomic<int> errors{0}, done{0};
+        auto player = [&](int me) {
+            return kt::spawn([&, me] {
+                if (kio_mutex_lock(&m) != 0) errors++;
+                for (int i = 0; i < kRounds; i++) {
+                    while (turn != me) {
+                        if (kio_cond_wait(&c[me], &m) != 0) errors++;
+                        if (kio_cond_wait_until(&c[me], &m, 1) != -ETIMEDOUT) errors++;  // m is ours
+                    }
+                    value++;
+                    turn = 1 - me;
+                    kio_cond_signal(&c[1 - me]);
+                }
+                kio_mutex_unlock(&m);
+                done++;
+                return intptr_t(0);
+            });
+        };
+        kio_task *a = player(0), *b = player(1);
+        kio_task *other = kt::spawn([&] {
+            intptr_t mine = 0;
+            while (done.load() < 2) {
+                if (kio_mutex_lock(&m) != 0) errors++;
+                value++;  // a mutex passed to two owners would lose increments
+                mine++;
+                kio_mutex_unlock(&m);
+                for (int i = 0; i < 50; i++) kio_yield();
+            }
+            return mine;
+        });
+        EXPECT_EQ(kt::await_ok(a), 0);
+        EXPECT_EQ(kt::await_ok(b), 0);
+        intptr_t others = kt::await_ok(other);
+        EXPECT_EQ(errors.load(), 0);
+        EXPECT_EQ(value, 2L * kRounds + others);
+        EXPECT_EQ(kio_mutex_trylock(&m), 0);  // left unlocked
+        kio_mutex_unlock(&m);
+        EXPECT_EQ(rt.destroy(), 0);
+    }
+}
+
 TEST(Cond, PlainThreadWaitUntilTimesOutWithMutexHeld) {
     kio_mutex m = KIO_MUTEX_INIT;
     kio_cond c = KIO_COND_INIT;
