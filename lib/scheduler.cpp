@@ -27,7 +27,7 @@ namespace kio {
 
 namespace {
 
-constexpr uint32_t kFairnessInterval = 61;
+constexpr uint32_t kFairnessInterval = 64;  // a power of two: the check on every pick is a mask
 constexpr uint64_t kPollInterval = 100 * 1000;        // ns between polls of a busy worker
 constexpr size_t kInjectBatch = 32;
 // A thief leaves a victim's only queued task alone until the victim has not
