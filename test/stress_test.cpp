@@ -862,6 +862,35 @@ TEST(Stress, HeadSlotTakenByOwnerOrThiefRunsItsTaskOnce) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// The same race for a lone child in the spawn deque: its parent keeps the
+// worker busy for 0-40 us, then awaits it (the owner pops the deque's last
+// task, racing the thieves for it) while an idle worker may take it too once
+// the owner looks stuck.
+TEST(Stress, LoneChildTakenByOwnerOrThiefRunsOnce) {
+    const uint64_t rounds = scaled(20000);
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<uint64_t> runs{0};
+    kio_task *parent = kt::spawn([&] {
+        for (uint64_t round = 0; round < rounds; round++) {
+            kio_task *child = kt::spawn([&] {
+                runs.fetch_add(1);
+                return intptr_t(1);
+            });
+            uint64_t busy_until = kio_now() + (round % 41) * kUs;
+            while (kio_now() < busy_until) {
+            }
+            void *r = nullptr;
+            if (kio_await(child, &r) != 0 || r != iv(1)) return intptr_t(-1);
+            if (runs.load() != round + 1) return intptr_t(-2);
+        }
+        return intptr_t(0);
+    });
+    EXPECT_EQ(kt::await_ok(parent), 0);
+    EXPECT_EQ(runs.load(), rounds);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(Stress, TaskThatNeverYieldsDoesNotStopOtherWorkers) {
     const uint64_t rounds = scaled(20);
     for (uint64_t round = 0; round < rounds; round++) {
