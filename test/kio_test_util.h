@@ -9,6 +9,8 @@
 //   kt::scaled(n)    n scaled by KIO_STRESS_SCALE (percent, default 100).
 //   kt::count_dir    entries of a /proc directory (threads, fds), and
 //                    thread counts that wait for joined threads to leave.
+//   kt::busy_for(ns) keeps the caller busy without a kio call (a fiber that
+//                    never yields).
 //   watchdog         every test gets a deadline (KIO_TEST_WATCHDOG_SEC, default
 //                    120 s): a hang prints the test's name and aborts, instead
 //                    of a silent meson timeout.
@@ -242,6 +244,13 @@ inline bool last_margin(uint64_t margin, uint64_t ns) { return margin == margins
 
 // Nanoseconds elapsed since t0 (kio_now base).
 inline uint64_t since(uint64_t t0) { return kio_now() - t0; }
+
+// Keeps the calling thread (and a fiber's worker) busy for ns without a
+// single kio call that could switch: a fiber that never yields.
+inline void busy_for(uint64_t ns) {
+    for (uint64_t end = kio_now() + ns; kio_now() < end;) {
+    }
+}
 
 // ---------------------------------------------------------------------------
 // Watchdog: aborts with the test's name when a test hangs.

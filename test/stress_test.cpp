@@ -796,9 +796,7 @@ TEST(Stress, TaskWokenByAFiberThatNeverYieldsStillRuns) {
         kio_task *a = kt::spawn([&] {
             // Busy first, so the other worker goes to sleep while this one
             // runs a fiber (rounds vary the time, around the backstop).
-            uint64_t busy_until = kio_now() + (1 + round % 4) * kMs;
-            while (kio_now() < busy_until) {
-            }
+            kt::busy_for((1 + round % 4) * kMs);
             kio_mutex_lock(&m);
             kio_cond_signal(&c);
             kio_mutex_unlock(&m);
@@ -850,9 +848,7 @@ TEST(Stress, HeadSlotTakenByOwnerOrThiefRunsItsTaskOnce) {
             signaled = 1;
             kio_cond_signal(&c);
             kio_mutex_unlock(&m);
-            uint64_t busy_until = kio_now() + (round % 41) * kUs;
-            while (kio_now() < busy_until) {
-            }
+            kt::busy_for((round % 41) * kUs);
             return intptr_t(1);
         });
         ASSERT_EQ(kt::await_ok(a), 1) << "round " << round;
@@ -877,9 +873,7 @@ TEST(Stress, LoneChildTakenByOwnerOrThiefRunsOnce) {
                 runs.fetch_add(1);
                 return intptr_t(1);
             });
-            uint64_t busy_until = kio_now() + (round % 41) * kUs;
-            while (kio_now() < busy_until) {
-            }
+            kt::busy_for((round % 41) * kUs);
             void *r = nullptr;
             if (kio_await(child, &r) != 0 || r != iv(1)) return intptr_t(-1);
             if (runs.load() != round + 1) return intptr_t(-2);
