@@ -1658,34 +1658,24 @@ TEST(DebugMigrate, YieldsThatSwitchResumeOnAnotherThread) {
 }
 
 TEST(DebugMigrate, EnvironmentVariableEnablesIt) {
-    const char *old = getenv("KIO_DEBUG_MIGRATE");
-    std::string saved = old ? old : "";
-    setenv("KIO_DEBUG_MIGRATE", "1", 1);
+    kt::ScopedEnv env("KIO_DEBUG_MIGRATE", "1");  // read when the runtime is made
     kio_options o;
     kio_options_init(&o);
     o.threads = 2;
     kio_runtime *rt = nullptr;
-    int rc = kio_runtime_create(&o, &rt);
-    if (old) setenv("KIO_DEBUG_MIGRATE", saved.c_str(), 1);
-    else unsetenv("KIO_DEBUG_MIGRATE");
-    ASSERT_EQ(rc, 0);
+    ASSERT_EQ(kio_runtime_create(&o, &rt), 0);
     EXPECT_EQ(stats_of(rt).workers, 2u);  // all workers start at once
     EXPECT_EQ(yields_on_same_thread_with_peers(20), 0);
     EXPECT_EQ(kio_runtime_destroy(rt), 0);
 }
 
 TEST(DebugMigrate, OffByDefaultAndWithZero) {
-    const char *old = getenv("KIO_DEBUG_MIGRATE");
-    std::string saved = old ? old : "";
-    setenv("KIO_DEBUG_MIGRATE", "0", 1);
+    kt::ScopedEnv env("KIO_DEBUG_MIGRATE", "0");  // read when the runtime is made
     kio_options o;
     kio_options_init(&o);
     o.threads = 2;
     kio_runtime *rt = nullptr;
-    int rc = kio_runtime_create(&o, &rt);
-    if (old) setenv("KIO_DEBUG_MIGRATE", saved.c_str(), 1);
-    else unsetenv("KIO_DEBUG_MIGRATE");
-    ASSERT_EQ(rc, 0);
+    ASSERT_EQ(kio_runtime_create(&o, &rt), 0);
     // Without migration, workers start lazily: only worker 0 so far.
     EXPECT_EQ(stats_of(rt).workers, 1u);
     EXPECT_EQ(kio_runtime_destroy(rt), 0);

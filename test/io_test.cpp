@@ -1838,25 +1838,18 @@ TEST(SocketPlainThread, DeadlineDoesNotDelayCallsThatFailAtOnce) {
     }).join();
 }
 
-// Fibers of two runtimes wait on one pipe; the registration is held by the
-// worker of the first to wait. Stopping that runtime must not strand the
-// other's fiber: it retries and registers on its own worker.
 // A descriptor registered with a worker that then runs a fiber which never
 // yields: the other worker, asleep since before that fiber started (so
 // without the backstop that covers a busy worker), still delivers the
 // readiness (the I/O cover: it looks at busy workers' pollers at least every
-// 32 ms once the runtime has registered a descriptor). The hog gives up
+// 100 ms once the runtime has registered a descriptor). The hog gives up
 // after 3 s; before the cover the read waited for it.
 TEST(IdleCover, ReadinessOnAWorkerStuckInAFiberReachesItsWaiter) {
     // The scenario needs fibers to stay where they run: without the
     // KIO_DEBUG_MIGRATE of the migrate test setup, which moves every woken
     // fiber to another worker.
-    const char *old = getenv("KIO_DEBUG_MIGRATE");
-    std::string saved = old ? old : "";
-    setenv("KIO_DEBUG_MIGRATE", "0", 1);
+    kt::ScopedEnv no_migrate("KIO_DEBUG_MIGRATE", "0");  // read when the runtime is made
     kt::Rt rt(2);
-    if (old) setenv("KIO_DEBUG_MIGRATE", saved.c_str(), 1);
-    else unsetenv("KIO_DEBUG_MIGRATE");
     ASSERT_EQ(rt.rc(), 0);
     {  // both workers started
         std::vector<kio_task *> ts;
@@ -1929,6 +1922,9 @@ TEST(IdleCover, ReadinessOnAWorkerStuckInAFiberReachesItsWaiter) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// Fibers of two runtimes wait on one pipe; the registration is held by the
+// worker of the first to wait. Stopping that runtime must not strand the
+// other's fiber: it retries and registers on its own worker.
 TEST(FdShared, FiberOfAnotherRuntimeStillWakesAfterTheRegisteringRuntimeStops) {
     int p[2];
     ASSERT_EQ(pipe(p), 0);

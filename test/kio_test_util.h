@@ -11,6 +11,7 @@
 //                    thread counts that wait for joined threads to leave.
 //   kt::busy_for(ns) keeps the caller busy without a kio call (a fiber that
 //                    never yields).
+//   kt::ScopedEnv    sets an environment variable for a scope (restores it).
 //   watchdog         every test gets a deadline (KIO_TEST_WATCHDOG_SEC, default
 //                    120 s): a hang prints the test's name and aborts, instead
 //                    of a silent meson timeout.
@@ -251,6 +252,29 @@ inline void busy_for(uint64_t ns) {
     for (uint64_t end = kio_now() + ns; kio_now() < end;) {
     }
 }
+
+// Sets an environment variable (KIO_DEBUG_MIGRATE, read when a runtime is
+// made) until the end of the scope, then restores its old value or absence.
+class ScopedEnv {
+  public:
+    ScopedEnv(const char *name, const char *value) : name_(name) {
+        const char *old = getenv(name);
+        had_ = old != nullptr;
+        if (had_) old_ = old;
+        setenv(name, value, 1);
+    }
+    ~ScopedEnv() {
+        if (had_) setenv(name_, old_.c_str(), 1);
+        else unsetenv(name_);
+    }
+    ScopedEnv(const ScopedEnv &) = delete;
+    ScopedEnv &operator=(const ScopedEnv &) = delete;
+
+  private:
+    const char *name_;
+    bool had_ = false;
+    std::string old_;
+};
 
 // ---------------------------------------------------------------------------
 // Watchdog: aborts with the test's name when a test hangs.
