@@ -252,6 +252,9 @@ class Deque {
     }
     // No other worker will ever steal from this deque (set before first use).
     void set_solo() { solo_ = true; }
+    // awake counts the workers that may steal right now, the owner included
+    // (Runtime::nawake; set before first use).
+    void set_awake_count(const std::atomic<int> *awake) { awake_ = awake; }
     // Owner only: the newest task.
     Task *pop() {
         int64_t b = bottom_.load(std::memory_order_relaxed) - 1;
@@ -261,7 +264,10 @@ class Deque {
             bottom_.store(b, std::memory_order_relaxed);
             return a->at(b).load(std::memory_order_relaxed);
         }
-        bottom_.store(b, std::memory_order_seq_cst);
+        bottom_.store(b, std::memory_order_relaxed);
+        light_fence();  // the store before reading awake_; pairs with the waking thief's heavy_fence
+        if (awake_ && awake_->load(std::memory_order_acquire) <= 1) return pop_alone(a, b);
+        full_fence();  // the store before reading top_
         int64_t tp = top_.load(std::memory_order_seq_cst);
         if (tp > b) {
             bottom_.store(b + 1, std::memory_order_relaxed);
@@ -309,6 +315,22 @@ class Deque {
             return a;
         }
     };
+
+    // pop() while the owner is the only worker awake. Any thief that wakes
+    // now announces itself (awake_ up), then runs heavy_fence(), which drains
+    // this thread's store of bottom_ unless the fence hits before our read of
+    // awake_, which then sees it and takes the fenced path. So it finds
+    // bottom_ at b, cannot take a[b], and no compare-and-swap is needed even
+    // for the last element. Thieves that went to sleep lowered awake_ after
+    // their last steal (release): top_ is current.
+    Task *pop_alone(Array *a, int64_t b) {
+        if (top_.load(std::memory_order_relaxed) > b) {
+            bottom_.store(b + 1, std::memory_order_relaxed);
+            return nullptr;
+        }
+        return a->at(b).load(std::memory_order_relaxed);
+    }
+
     Array *grow(Array *a, int64_t tp, int64_t b) {
         Array *n = Array::make(a->cap * 2);
         if (!n) return nullptr;
@@ -324,6 +346,7 @@ class Deque {
     std::atomic<Array *> array_{nullptr};
     int64_t top_seen_ = 0;  // owner only: a value top_ had (see push)
     bool solo_ = false;
+    const std::atomic<int> *awake_ = nullptr;
 };
 
 class TaskQueue {

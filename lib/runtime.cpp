@@ -212,6 +212,8 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
             w->ready.set_solo();
             w->yielded.set_solo();
             w->spawned.set_solo();
+        } else {
+            w->spawned.set_awake_count(&rt->nawake);
         }
         if (int e = w->poller.open(backend)) {
             free_runtime(rt);

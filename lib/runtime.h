@@ -78,6 +78,15 @@ struct Runtime : kio_runtime {
     Task *main = nullptr;
     pthread_t creator{};
 
+    // Workers that may steal right now: started and not asleep in their
+    // poller (worker 0 from the start). A worker raises it, then runs
+    // heavy_fence(), before its first steal after starting or waking, and
+    // lowers it after its last steal before sleeping: while it reads 1, a
+    // worker pops its spawn deque without a fence (Deque::pop_alone). Its own
+    // line: every such pop reads it.
+    alignas(kCacheLine) std::atomic<int> nawake{1};
+    char nawake_line_[kCacheLine - sizeof(std::atomic<int>)] = {};
+
     explicit Runtime(size_t stack_size) : stacks(stack_size) {}
     size_t default_stack() const { return stacks.default_size(); }
 

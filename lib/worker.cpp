@@ -57,6 +57,13 @@ void fire_all_due(Worker *w) {
     }
 }
 
+// w may steal again: counted among the awake workers before its first look
+// at another's spawn deque (Runtime::nawake, Deque::pop_alone).
+void awaken(Worker *w) {
+    w->rt->nawake.fetch_add(1, std::memory_order_relaxed);
+    heavy_fence();  // the count before our steals; pairs with the pop's light_fence
+}
+
 // Looks for work for up to w->spin_ns. Every worker may spin (a spinner
 // saves the producers their doorbell: notify() skips it while anyone spins).
 // A runtime of one worker does not spin: nothing but its own poller (I/O,
@@ -186,7 +193,11 @@ Woke sleep(Worker *w) {
             w->sleep_until.store(deadline, std::memory_order_seq_cst);
         }
     }
-    if (!work_visible(w, reluctant) && !rt->exiting.load(std::memory_order_seq_cst)) poll_worker(w, deadline);
+    if (!work_visible(w, reluctant) && !rt->exiting.load(std::memory_order_seq_cst)) {
+        rt->nawake.fetch_sub(1, std::memory_order_release);  // after our last steal
+        poll_worker(w, deadline);
+        awaken(w);
+    }
     rt->nsleeping.fetch_sub(1, std::memory_order_seq_cst);
     if (!backstop) rt->nsleeping_unbounded.fetch_sub(1, std::memory_order_seq_cst);
     if (reluctant) {
@@ -204,6 +215,7 @@ Woke sleep(Worker *w) {
 
 void *worker_main(void *arg) {
     auto *w = static_cast<Worker *>(arg);
+    awaken(w);
     set_current_worker(w);
     san_adopt_current(&w->idle_san);
     w->altstack = debug_thread_start();

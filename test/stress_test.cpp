@@ -885,6 +885,51 @@ TEST(Stress, LoneChildTakenByOwnerOrThiefRunsOnce) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// A worker pops its spawn deque without a fence while every other worker
+// sleeps (Deque::pop_alone); a sleeper that wakes announces itself before it
+// steals. Here the parent outlasts the other worker's spin (so that it
+// sleeps), spawns one to four children (the spawn wakes it) and awaits them
+// newest first at once: its pops race the waking thief's steals, the last
+// child included. Each child must run exactly once; half of them run long
+// enough that stealing them stays worth it (a reluctant thief sleeps
+// through spawns and would not race).
+TEST(Stress, SpawnDequePoppedAloneWhileAThiefWakesRunsEachChildOnce) {
+    const uint64_t rounds = scaled(20000);
+    constexpr int kMaxChildren = 4;
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<uint64_t> runs{0};
+    kio_task *parent = kt::spawn([&] {
+        std::atomic<int> ran[kMaxChildren];
+        for (uint64_t round = 0; round < rounds; round++) {
+            int n = 1 + int(round % kMaxChildren);
+            kio_task *child[kMaxChildren];
+            for (int i = 0; i < n; i++) ran[i] = 0;
+            kt::busy_for((60 + round % 7 * 10) * kUs);  // past the thief's spin
+            for (int i = 0; i < n; i++) {
+                child[i] = kt::spawn([&, i, round] {
+                    ran[i].fetch_add(1);
+                    runs.fetch_add(1);
+                    if ((round + uint64_t(i)) % 2) kt::busy_for(20 * kUs);
+                    return intptr_t(i + 1);
+                });
+            }
+            for (int i = n - 1; i >= 0; i--) {
+                void *r = nullptr;
+                if (kio_await(child[i], &r) != 0 || r != iv(i + 1)) return intptr_t(-1);
+            }
+            for (int i = 0; i < n; i++)
+                if (ran[i].load() != 1) return intptr_t(-2);
+        }
+        return intptr_t(0);
+    });
+    EXPECT_EQ(kt::await_ok(parent), 0);
+    uint64_t expected = 0;
+    for (uint64_t round = 0; round < rounds; round++) expected += 1 + round % kMaxChildren;
+    EXPECT_EQ(runs.load(), expected);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(Stress, TaskThatNeverYieldsDoesNotStopOtherWorkers) {
     const uint64_t rounds = scaled(20);
     for (uint64_t round = 0; round < rounds; round++) {
