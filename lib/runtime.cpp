@@ -130,7 +130,7 @@ Task *new_main_task(Runtime *rt) {
     uint32_t gen = t->gen.load(std::memory_order_relaxed);
     t = new (t) Task;
     t->gen.store(gen + 1, std::memory_order_relaxed);
-    t->set_handle(Task::kLive, std::memory_order_relaxed);
+    t->init_life(1, std::memory_order_relaxed);  // the main fiber's own reference
     return t;
 }
 
@@ -239,7 +239,6 @@ KIO_EXPORT int kio_runtime_create(const kio_options *opts, kio_runtime **out) no
     m.rt = rt;
     m.state.store(Task::kRunning, std::memory_order_relaxed);
     m.on_cpu.store(true, std::memory_order_relaxed);
-    m.refs.store(1, std::memory_order_relaxed);
     std::strcpy(m.name, "main");
     san_adopt_current(&m.san);
     rt->creator = pthread_self();

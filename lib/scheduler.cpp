@@ -712,7 +712,7 @@ inline void handle(Worker *w, SwitchMsg *m) {
 void fiber_main(void *msg, void *arg) {
     auto *t = static_cast<Task *>(arg);
     after_switch(static_cast<SwitchMsg *>(msg));
-    t->result = t->fn(t->arg);
+    __atomic_store_n(&t->result, t->fn(t->arg), __ATOMIC_RELAXED);  // see Task::result
     finish_task(t);
     exit_fiber();
 }

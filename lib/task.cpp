@@ -47,17 +47,16 @@ __attribute__((always_inline)) inline void start_task(Runtime *rt, Worker *w, Ta
     t->cond_relock = nullptr;
     t->fn = fn;
     t->arg = arg;
-    t->result = nullptr;
+    __atomic_store_n(&t->result, nullptr, __ATOMIC_RELAXED);  // see Task::result
     t->sp = nullptr;
     t->stack = stack;
     t->home = nullptr;
     t->pinned = pinned;
     t->qnext = nullptr;
     t->state.store(Task::kNew, std::memory_order_relaxed);
-    t->handle.store(Task::handle_word(gen, Task::kLive), std::memory_order_relaxed);
     // Release: try_ref (kio_cancel_request) that takes a reference on the
     // new task sees its new gen, so a stale handle fails its check.
-    t->refs.store(2, std::memory_order_release);
+    t->init_life(2, std::memory_order_release);
     t->cancel_requested.store(false, std::memory_order_relaxed);
     t->shielded.store(false, std::memory_order_relaxed);
     t->deadline = 0;
@@ -111,8 +110,28 @@ void free_task(Task *t) {
 
 void consume_handle(Task *t, void **result) {
     if (result) *result = t->result;
-    t->set_handle(Task::kConsumed, std::memory_order_release);
-    release_task(t);
+    if (Task::refs_of(t->move_handle(Task::kClaimed, Task::kConsumed, 1)) == 1) free_task(t);
+}
+
+// kio_await of a task already finished: consumes the handle of generation
+// gen and drops its reference in one compare-and-swap (no claim first).
+// False if the handle is not kLive (claimed, or stale): the general path
+// says which error.
+bool consume_finished(Task *t, uint32_t gen, void **result) {
+    // Read before the compare-and-swap, after which t may be freed; if that
+    // fails, t may be a new task by now (see Task::result).
+    void *r = __atomic_load_n(&t->result, __ATOMIC_RELAXED);
+    const uint32_t live = Task::handle_word(gen, Task::kLive);
+    uint64_t w = t->life.load(std::memory_order_relaxed);
+    while (Task::handle_of(w) == live) {
+        uint64_t consumed = w - Task::kRef - live + Task::handle_word(gen, Task::kConsumed);
+        if (t->life.compare_exchange_weak(w, consumed, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+            if (result) *result = r;
+            if (Task::refs_of(w) == 1) free_task(t);
+            return true;
+        }
+    }
+    return false;
 }
 
 struct TaskWait {
@@ -142,7 +161,7 @@ int wait_finished(Task *t, bool cancelable) {
 }  // namespace
 
 void release_task(Task *t) {
-    if (t->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) free_task(t);
+    if (Task::refs_of(t->life.fetch_sub(Task::kRef, std::memory_order_acq_rel)) == 1) free_task(t);
 }
 
 void finish_task(Task *t) {
@@ -178,9 +197,9 @@ namespace {
 // A reference to t unless it has none left (its slot is free or being
 // reused). Task memory is never unmapped, so the attempt itself is safe.
 bool try_ref(Task *t) {
-    uint32_t r = t->refs.load(std::memory_order_relaxed);
-    while (r)
-        if (t->refs.compare_exchange_weak(r, r + 1, std::memory_order_acquire, std::memory_order_relaxed))
+    uint64_t w = t->life.load(std::memory_order_relaxed);
+    while (Task::refs_of(w))
+        if (t->life.compare_exchange_weak(w, w + Task::kRef, std::memory_order_acquire, std::memory_order_relaxed))
             return true;
     return false;
 }
@@ -341,10 +360,11 @@ KIO_EXPORT int kio_await(kio_task *h, void **result) noexcept {
     // A detached or consumed handle is -EINVAL all the same (take_handle
     // says so otherwise).
     if (self && self->cancel_pending()) return handle_open(t, gen) ? -ECANCELED : -EINVAL;
+    if (t->state.load(std::memory_order_acquire) == Task::kFinished && consume_finished(t, gen, result)) return 0;
     if (int e = take_handle(t, gen, Task::kClaimed)) return e;
     int r = wait_finished(t, true);
     if (r) {
-        t->set_handle(Task::kLive, std::memory_order_release);
+        t->move_handle(Task::kClaimed, Task::kLive, 0);
         return r;
     }
     consume_handle(t, result);

@@ -9,6 +9,9 @@
 //   refs       one for the handle (dropped when consumed or detached), one for
 //              the fiber (dropped after it switched away for the last time);
 //              the last drop returns the Task to its pool.
+//   (handle and refs share one atomic word, `life`, so that an await of a
+//   finished task consumes the handle and drops its reference in one
+//   compare-and-swap.)
 //
 // Handles given to users are the Task address with the low bits of `gen` in
 // the alignment bits, so a stale handle is detected (-EINVAL) unless the slot
@@ -54,6 +57,9 @@ struct alignas(64) Task {
     // Body.
     kio_fn fn = nullptr;
     void *arg = nullptr;
+    // Also read through a handle that may be stale (an await of a finished
+    // task reads it before its compare-and-swap consumes the handle): written
+    // and read there with relaxed atomics, like id and rt.
     void *result = nullptr;
 
     // Execution. sp is the saved context while suspended (nullptr before the
@@ -78,8 +84,8 @@ struct alignas(64) Task {
     // Lifecycle.
     std::atomic<uint8_t> state{kNew};
     std::atomic<bool> on_cpu{false};  // running on a worker right now (a hint for spinners)
-    std::atomic<uint32_t> handle{kLive};  // handle_word(gen, state)
-    std::atomic<uint32_t> refs{0};
+    // refs << 32 | handle_word(gen, handle state): see the top of this file.
+    std::atomic<uint64_t> life{kLive};
 
     // Cancellation and waits. `lock` guards `waiters` (parties waiting for this
     // task to finish) and serializes cancelers; `cur_wait` (the wait this task
@@ -114,10 +120,23 @@ struct alignas(64) Task {
     size_t free_batch_len = 0;
 
     static constexpr uint32_t handle_word(uint32_t g, uint32_t state) { return g << 2 | state; }
-    // Sets the handle's state; only its owner (the spawn, or the caller that
-    // holds the claim) does, so gen is stable meanwhile.
-    void set_handle(uint32_t state, std::memory_order mo) {
-        handle.store(handle_word(gen.load(std::memory_order_relaxed), state), mo);
+    static constexpr uint64_t kRef = uint64_t(1) << 32;  // one reference in `life`
+    static uint32_t handle_of(uint64_t life) { return uint32_t(life); }
+    static uint32_t refs_of(uint64_t life) { return uint32_t(life >> 32); }
+    // A new task's (or the main fiber's) handle and references; nobody else
+    // can reach it yet.
+    void init_life(uint32_t refs, std::memory_order mo) {
+        life.store(uint64_t(refs) << 32 | handle_word(gen.load(std::memory_order_relaxed), kLive), mo);
+    }
+    uint32_t handle_bits() const { return handle_of(life.load(std::memory_order_acquire)); }
+    // Moves the handle from `from` to `to`, and drops `drop` references: the
+    // caller holds the handle in state `from` (a claim), so the handle bits
+    // are stable and the delta exact while the references change around it.
+    // Returns the word before.
+    uint64_t move_handle(uint32_t from, uint32_t to, uint32_t drop) {
+        uint32_t g = gen.load(std::memory_order_relaxed);
+        uint64_t delta = uint64_t(handle_word(g, to)) - uint64_t(handle_word(g, from)) - drop * kRef;
+        return life.fetch_add(delta, std::memory_order_acq_rel);
     }
 
     bool cancel_pending() const {
@@ -190,7 +209,7 @@ inline Task *from_handle(kio_task *h, uint32_t *gen = nullptr) {
 // Whether the handle of t's generation gen is still open (kLive or
 // kClaimed): neither consumed, detached nor replaced by a new spawn.
 inline bool handle_open(const Task *t, uint32_t gen) {
-    uint32_t w = t->handle.load(std::memory_order_acquire);
+    uint32_t w = t->handle_bits();
     return w == Task::handle_word(gen, Task::kLive) || w == Task::handle_word(gen, Task::kClaimed);
 }
 
@@ -200,10 +219,13 @@ inline bool handle_open(const Task *t, uint32_t gen) {
 // reused by a new spawn) cannot take the new task's handle. 0, -EBUSY
 // (claimed by another caller) or -EINVAL (stale, detached, consumed).
 inline int take_handle(Task *t, uint32_t gen, uint32_t to) {
-    uint32_t w = Task::handle_word(gen, Task::kLive);
-    if (t->handle.compare_exchange_strong(w, Task::handle_word(gen, to), std::memory_order_acq_rel))
-        return 0;
-    return w == Task::handle_word(gen, Task::kClaimed) ? -EBUSY : -EINVAL;
+    const uint32_t live = Task::handle_word(gen, Task::kLive);
+    uint64_t w = t->life.load(std::memory_order_relaxed);
+    while (Task::handle_of(w) == live) {  // retried only when the references moved
+        uint64_t taken = (w & ~uint64_t(UINT32_MAX)) | Task::handle_word(gen, to);
+        if (t->life.compare_exchange_weak(w, taken, std::memory_order_acq_rel, std::memory_order_relaxed)) return 0;
+    }
+    return Task::handle_of(w) == Task::handle_word(gen, Task::kClaimed) ? -EBUSY : -EINVAL;
 }
 
 }  // namespace kio
