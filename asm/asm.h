@@ -19,7 +19,7 @@
     .text KIO_SEP                    \
     .globl _##name KIO_SEP           \
     .private_extern _##name KIO_SEP  \
-    .p2align 4 KIO_SEP               \
+    .p2align 6 KIO_SEP               \
     _##name:
 #define KIO_FUNC_END(name)
 #else
@@ -34,7 +34,7 @@
     .globl name;             \
     .hidden name;            \
     KIO_FUNC_TYPE(name);     \
-    .p2align 4;              \
+    .p2align 6;              \
     name:
 #define KIO_FUNC_END(name) .size name, .- name
 #endif
