@@ -194,9 +194,11 @@ Woke sleep(Worker *w) {
         }
     }
     if (!work_visible(w, reluctant) && !rt->exiting.load(std::memory_order_seq_cst)) {
-        rt->nawake.fetch_sub(1, std::memory_order_release);  // after our last steal
+        // Uncounted while asleep (a runtime of one worker has no thieves and
+        // does not count: its deque is solo).
+        if (rt->nthreads > 1) rt->nawake.fetch_sub(1, std::memory_order_release);  // after our last steal
         poll_worker(w, deadline);
-        awaken(w);
+        if (rt->nthreads > 1) awaken(w);
     }
     rt->nsleeping.fetch_sub(1, std::memory_order_seq_cst);
     if (!backstop) rt->nsleeping_unbounded.fetch_sub(1, std::memory_order_seq_cst);
