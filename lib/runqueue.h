@@ -18,7 +18,11 @@
 //
 // A runtime of one worker has no thieves: its queues are set `solo`, and the
 // owner's pops skip the compare-and-swap (Ring) and the full fence (Deque)
-// that only a race with a thief needs, a locked instruction per pick.
+// that only a race with a thief needs, a locked instruction per pick. With
+// more workers the Deque does the same while every other worker sleeps: it
+// reads the runtime's count of awake workers after its store (see
+// Deque::pop_alone; a worker that wakes counts itself, then runs a heavy
+// fence, before it steals).
 //
 // The Ring's head slot. Fibers that wake each other on one worker (a mutex
 // and condition ping-pong, a request handed between two fibers) keep the ring
