@@ -154,7 +154,9 @@ inline kio_task *to_handle(Task *t) {
 
 // Slab allocator for tasks. Memory stays mapped until the pool is destroyed, so
 // a stale handle can always be read and rejected, and destroy can walk every
-// task ever allocated.
+// task ever allocated. A free slot holds no reference (its `life` counts
+// none), also in the slabs a destroyed runtime leaves to the next one:
+// try_ref must fail on it, since the spawn that fills it stores its count.
 class TaskPool {
   public:
     TaskPool() = default;

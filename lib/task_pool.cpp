@@ -20,9 +20,17 @@ TaskPool::~TaskPool() {
     // Every task has finished, but those whose handles were never consumed
     // still say live: a handle of a destroyed runtime must be stale, and the
     // next runtime's scans (cancel_all) must not take a slot it is filling in
-    // for a live task.
+    // for a live task. And the main fiber's Task still holds its own
+    // reference: every slot goes spare with none, as a free slot must (a
+    // scan's try_ref pins only slots with references; one that pinned a free
+    // slot would have its pin overwritten by the spawn that fills the slot,
+    // and its release would then free that task while it is queued).
     for (Slab *s = slabs_; s; s = s->next)
-        for (Task &t : s->tasks) t.magic.store(Task::kMagicFree, std::memory_order_release);
+        for (Task &t : s->tasks) {
+            t.magic.store(Task::kMagicFree, std::memory_order_release);
+            t.life.store(t.life.load(std::memory_order_relaxed) & ~(uint64_t(UINT32_MAX) << 32),
+                         std::memory_order_release);
+        }
     Slab *last = slabs_;
     while (last->next) last = last->next;
     std::lock_guard<std::mutex> g(g_spare_lock);

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <mutex>
 #include <cerrno>
 #include <random>
 #include <thread>
@@ -928,6 +930,99 @@ TEST(Stress, SpawnDequePoppedAloneWhileAThiefWakesRunsEachChildOnce) {
     for (uint64_t round = 0; round < rounds; round++) expected += 1 + round % kMaxChildren;
     EXPECT_EQ(runs.load(), expected);
     EXPECT_EQ(rt.destroy(), 0);
+}
+
+// Runtimes started and stopped in a row, each with up to a hundred tasks
+// (detached, or left unconsumed for the stop): long sleepers (the stop
+// cancels them), spawners (detached children, some spawned while the stop
+// runs, with short sleeps between) and empty ones. Every task runs exactly
+// once. A destroyed runtime's task slabs go to the next one, and the slots
+// of tasks whose handles were never consumed (and the main fiber's) used to
+// go with their reference still counted: a shutdown scan could pin such a
+// free slot, a spawn filling it overwrote the pin, and the scan's release
+// then freed the new task while it was still queued (it ran twice, or its
+// slot was reused under it: crashes).
+namespace cycles {
+struct Job {
+    std::atomic<int> runs{0};
+    int kind = 0;  // 0 empty, 1 long sleep, 2 spawner
+    int depth = 0;
+    uint64_t seed = 0;
+};
+std::atomic<uint64_t> spawned{0}, twice{0};
+std::vector<Job *> *all;
+std::mutex all_lock;
+
+uint64_t next(uint64_t &x) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+}
+
+Job *new_job(uint64_t &rng, int depth) {
+    Job *j = new Job;
+    j->kind = int(next(rng) % 3);
+    j->depth = depth;
+    j->seed = next(rng) | 1;
+    std::lock_guard<std::mutex> g(all_lock);
+    all->push_back(j);
+    return j;
+}
+
+void *run(void *p) {
+    auto *j = static_cast<Job *>(p);
+    if (j->runs.fetch_add(1) != 0) twice++;
+    uint64_t rng = j->seed;
+    if (j->kind == 1) kio_sleep(kSec);
+    if (j->kind == 2 && j->depth < 3) {
+        int n = 1 + int(next(rng) % 6);
+        for (int i = 0; i < n; i++) {
+            if (i) kio_sleep(next(rng) % 30 * kUs);
+            kio_task *t = nullptr;
+            if (kio_spawn(nullptr, run, new_job(rng, j->depth + 1), &t) != 0) continue;
+            spawned++;
+            kio_detach(t);
+        }
+    }
+    return nullptr;
+}
+}  // namespace cycles
+
+TEST(Stress, RuntimeCyclesRunEachTaskOnce) {
+    const int rounds = int(std::max<uint64_t>(20, scaled(300)));
+    std::vector<cycles::Job *> jobs;
+    cycles::all = &jobs;
+    cycles::spawned = 0;
+    cycles::twice = 0;
+    uint64_t rng = 0x9e3779b97f4a7c15u;
+    for (int round = 0; round < rounds; round++) {
+        kio_options o;
+        kio_options_init(&o);
+        o.threads = 2;
+        kio_runtime *rt = nullptr;
+        ASSERT_EQ(kio_runtime_start(&o, &rt), 0);
+        int n = 1 + int(cycles::next(rng) % 100);
+        for (int i = 0; i < n; i++) {
+            kio_task *t = nullptr;
+            ASSERT_EQ(kio_spawn(rt, cycles::run, cycles::new_job(rng, 0), &t), 0);
+            cycles::spawned++;
+            if (cycles::next(rng) % 4) {
+                ASSERT_EQ(kio_detach(t), 0);
+            }  // else left unconsumed for the stop
+        }
+        if (round % 2) std::this_thread::sleep_for(std::chrono::microseconds(cycles::next(rng) % 2000));
+        ASSERT_EQ(kio_runtime_stop(rt), 0);
+    }
+    EXPECT_EQ(cycles::twice.load(), 0u);
+    uint64_t ran = 0;
+    for (cycles::Job *j : jobs) {
+        EXPECT_EQ(j->runs.load(), 1);
+        ran += uint64_t(j->runs.load());
+        delete j;
+    }
+    EXPECT_EQ(ran, cycles::spawned.load());
+    EXPECT_EQ(uint64_t(jobs.size()), cycles::spawned.load());
 }
 
 TEST(Stress, TaskThatNeverYieldsDoesNotStopOtherWorkers) {
