@@ -121,17 +121,11 @@ bool consume_finished(Task *t, uint32_t gen, void **result) {
     // Read before the compare-and-swap, after which t may be freed; if that
     // fails, t may be a new task by now (see Task::result).
     void *r = __atomic_load_n(&t->result, __ATOMIC_RELAXED);
-    const uint32_t live = Task::handle_word(gen, Task::kLive);
-    uint64_t w = t->life.load(std::memory_order_relaxed);
-    while (Task::handle_of(w) == live) {
-        uint64_t consumed = w - Task::kRef - live + Task::handle_word(gen, Task::kConsumed);
-        if (t->life.compare_exchange_weak(w, consumed, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-            if (result) *result = r;
-            if (Task::refs_of(w) == 1) free_task(t);
-            return true;
-        }
-    }
-    return false;
+    uint64_t w;
+    if (!take_live(t, gen, Task::kConsumed, 1, &w)) return false;
+    if (result) *result = r;
+    if (Task::refs_of(w) == 1) free_task(t);
+    return true;
 }
 
 struct TaskWait {

@@ -216,17 +216,27 @@ inline bool handle_open(const Task *t, uint32_t gen) {
 }
 
 // Moves the handle of t's generation gen (from from_handle) from kLive to
-// `to` (kClaimed, kDetached). The generation is part of the compared word,
-// so a caller whose handle went stale after from_handle (consumed, the slot
-// reused by a new spawn) cannot take the new task's handle. 0, -EBUSY
-// (claimed by another caller) or -EINVAL (stale, detached, consumed).
-inline int take_handle(Task *t, uint32_t gen, uint32_t to) {
+// `to` and drops `drop` references with it, in one compare-and-swap (retried
+// only while the references move). The generation is part of the compared
+// word, so a caller whose handle went stale after from_handle (consumed, the
+// slot reused by a new spawn) cannot take the new task's handle. *seen: the
+// word before (on failure, the one that did not match).
+inline bool take_live(Task *t, uint32_t gen, uint32_t to, uint32_t drop, uint64_t *seen) {
     const uint32_t live = Task::handle_word(gen, Task::kLive);
     uint64_t w = t->life.load(std::memory_order_relaxed);
-    while (Task::handle_of(w) == live) {  // retried only when the references moved
-        uint64_t taken = (w & ~uint64_t(UINT32_MAX)) | Task::handle_word(gen, to);
-        if (t->life.compare_exchange_weak(w, taken, std::memory_order_acq_rel, std::memory_order_relaxed)) return 0;
+    while (Task::handle_of(w) == live) {
+        uint64_t taken = ((w & ~uint64_t(UINT32_MAX)) - drop * Task::kRef) | Task::handle_word(gen, to);
+        if (t->life.compare_exchange_weak(w, taken, std::memory_order_acq_rel, std::memory_order_relaxed)) break;
     }
+    *seen = w;
+    return Task::handle_of(w) == live;
+}
+
+// take_live to `to` (kClaimed, kDetached), keeping the references. 0,
+// -EBUSY (claimed by another caller) or -EINVAL (stale, detached, consumed).
+inline int take_handle(Task *t, uint32_t gen, uint32_t to) {
+    uint64_t w;
+    if (take_live(t, gen, to, 0, &w)) return 0;
     return Task::handle_of(w) == Task::handle_word(gen, Task::kClaimed) ? -EBUSY : -EINVAL;
 }
 

@@ -28,8 +28,7 @@ TaskPool::~TaskPool() {
     for (Slab *s = slabs_; s; s = s->next)
         for (Task &t : s->tasks) {
             t.magic.store(Task::kMagicFree, std::memory_order_release);
-            t.life.store(t.life.load(std::memory_order_relaxed) & ~(uint64_t(UINT32_MAX) << 32),
-                         std::memory_order_release);
+            t.life.store(Task::handle_of(t.life.load(std::memory_order_relaxed)), std::memory_order_release);
         }
     Slab *last = slabs_;
     while (last->next) last = last->next;

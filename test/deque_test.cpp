@@ -14,17 +14,12 @@
 #include <vector>
 
 #include "fence.h"
+#include "kio_test_util.h"
 #include "runqueue.h"
 
 namespace {
 
 constexpr int kSlots = 4;  // tasks in flight per round
-
-uint64_t rounds() {
-    uint64_t n = 3000000;
-    if (const char *s = getenv("KIO_STRESS_SCALE")) n = n * uint64_t(atoi(s)) / 100;
-    return n ? n : 1;
-}
 
 void delay(unsigned n) {
     for (unsigned i = 0; i < n; i++) __asm__ volatile("" ::: "memory");
@@ -96,7 +91,7 @@ void run(bool with_count) {
     auto h = std::make_unique<Hammer>();
     if (with_count) h->deque.set_awake_count(&h->awake);
     std::thread thief([&] { h->thief(with_count); });
-    bool ok = h->owner(rounds());
+    bool ok = h->owner(kt::scaled(3000000));
     h->done.store(true, std::memory_order_release);
     thief.join();
     EXPECT_TRUE(ok) << "a task was taken twice or never";
