@@ -433,10 +433,15 @@ void publish_select(Waiter *w, void *arg) {
     }
 }
 
+// The lowest index of a finished task. A task listed more than once gives
+// its first index: the scan may have passed that one just before the task
+// finished.
 bool lowest_finished(Task **tasks, size_t count, size_t *index) {
     for (size_t i = 0; i < count; i++)
         if (tasks[i]->state.load(std::memory_order_acquire) == Task::kFinished) {
-            *index = i;
+            size_t first = 0;
+            while (tasks[first] != tasks[i]) first++;
+            *index = first;
             return true;
         }
     return false;

@@ -1210,6 +1210,48 @@ TEST(Select, ReturnsLowestFinishedIndexAndConsumesNothing) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// The same handle at index 0 and at the end of a long array (the rest: one
+// blocked task, repeated), finishing on another worker while the call scans
+// the array: the index is 0 whichever copy the scan saw finished first. (A
+// scan that read index 0 before the task finished and the last copy after
+// gave the last index.)
+TEST(Select, DuplicateHandleGivesItsLowestIndex) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    std::atomic<int> release{0};
+    kio_task *blocked = kt::spawn([&] { return block_until(release, 1); });
+    constexpr size_t kN = 2000;
+    std::vector<kio_task *> set(kN, blocked);
+    const int rounds = int(kt::scaled(2000));
+    int wrong = 0, last = -1;
+    for (int i = 0; i < rounds && !wrong; i++) {
+        std::atomic<int> started{0}, go{0};
+        kio_task *t = kt::spawn([&] {
+            started.store(1, std::memory_order_release);
+            while (!go.load(std::memory_order_acquire)) {
+            }
+            kt::busy_for(uint64_t(i % 100) * 500);  // across the handle checks and the scan
+            return intptr_t(5);
+        });
+        // t and this fiber end up on different workers (t does not yield
+        // while it waits for go: the other worker takes one of them).
+        while (!started.load(std::memory_order_acquire)) kio_yield();
+        set[0] = set[kN - 1] = t;
+        size_t idx = 12345;
+        go.store(1, std::memory_order_release);
+        int r = kio_select(set.data(), kN, &idx);
+        if (r != 0 || idx != 0) {
+            wrong++;
+            last = r ? r : int(idx);
+        }
+        EXPECT_EQ(kt::await_ok(t), 5);
+    }
+    EXPECT_EQ(wrong, 0) << "last: " << last;
+    release = 1;
+    EXPECT_EQ(kt::await_ok(blocked), 1);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 TEST(Select, InvalidArgumentsAreEinval) {
     kt::Rt rt(1);
     ASSERT_EQ(rt.rc(), 0);
