@@ -42,15 +42,26 @@ KIO_FUNC_BEGIN(kio_ctx_switch)
     stmxcsr (%rsp)
     fnstcw 4(%rsp)
 
+    movq 56(%rsp), %r8  /* where the leaving context will return */
     movq %rsp, (%rdi)
     movq %rsi, %rsp
 
     /* The arriving context's block has the same layout, so the CFI above
      * stays true until the block is dropped. The return address is loaded
-     * first, so the jump at the end need not wait for it, and the return is
-     * an indirect jump, not `ret`: the address belongs to the other
-     * context's call, so the return-stack predictor would miss on every
-     * switch (Boost.Context ends the same way). */
+     * first, so the jump at the end need not wait for it.
+     *
+     * How to get there: the `call` that entered here pushed the leaving
+     * context's return address on the return-stack predictor, and a `ret`
+     * pops it as its prediction. When the arriving context suspended at the
+     * same call site (two fibers yielding to each other, or parking in the
+     * same wait), that prediction is right, and `ret` keeps the predictor's
+     * stack in step with the calls, so the returns that follow up the
+     * arriving context's frames are predicted too. Otherwise (a fiber that
+     * parks switching to a fresh one, a dying one to its awaiter) the
+     * prediction is wrong, and an indirect jump, which the branch target
+     * predictor learns from history, does better (Boost.Context always
+     * ends that way). Yield between two fibers: 15.8 -> 8.8 ns with `ret`
+     * there; spawn+await: 80 -> 84 ns with `ret` everywhere. */
     movq 56(%rsp), %rcx
     ldmxcsr (%rsp)
     fldcw 4(%rsp)
@@ -60,6 +71,21 @@ KIO_FUNC_BEGIN(kio_ctx_switch)
     movq 32(%rsp), %r12
     movq 40(%rsp), %rbx
     movq 48(%rsp), %rbp
+    movq %rdx, %rax
+    cmpq %rcx, %r8
+    jne 1f
+    .cfi_remember_state
+    leaq 56(%rsp), %rsp
+    .cfi_def_cfa_offset 8
+    .cfi_restore r15
+    .cfi_restore r14
+    .cfi_restore r13
+    .cfi_restore r12
+    .cfi_restore rbx
+    .cfi_restore rbp
+    ret
+1:
+    .cfi_restore_state
     leaq 64(%rsp), %rsp
     .cfi_def_cfa_offset 0
     .cfi_restore r15
@@ -69,7 +95,6 @@ KIO_FUNC_BEGIN(kio_ctx_switch)
     .cfi_restore rbx
     .cfi_restore rbp
     .cfi_register rip, rcx
-    movq %rdx, %rax
     jmpq *%rcx
     .cfi_endproc
 KIO_FUNC_END(kio_ctx_switch)
