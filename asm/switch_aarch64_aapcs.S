@@ -97,10 +97,40 @@ KIO_FUNC_BEGIN(kio_ctx_entry)
     .cfi_undefined x30
     mov x1, x19
     mov x29, #0
-    blr x20
+    /* As if called from here, without a `blr`, which would push the
+     * return-stack predictor (see the x86_64 switch). */
+    adr x30, 1f
+    br x20
+1:
     brk #0
     .cfi_endproc
 KIO_FUNC_END(kio_ctx_entry)
+
+/* The last switch of a context that is never resumed (see the x86_64 switch):
+ *
+ *   void kio_ctx_resume(void *load_sp, void *msg);
+ */
+KIO_FUNC_BEGIN(kio_ctx_resume)
+    .cfi_startproc
+    .cfi_undefined x30
+    mov sp, x0
+    ldr x9, [sp, #160]
+    msr fpcr, x9
+    ldp d8, d9, [sp, #96]
+    ldp d10, d11, [sp, #112]
+    ldp d12, d13, [sp, #128]
+    ldp d14, d15, [sp, #144]
+    ldp x19, x20, [sp, #0]
+    ldp x21, x22, [sp, #16]
+    ldp x23, x24, [sp, #32]
+    ldp x25, x26, [sp, #48]
+    ldp x27, x28, [sp, #64]
+    ldp x29, x30, [sp, #80]
+    add sp, sp, #176
+    mov x0, x1
+    ret
+    .cfi_endproc
+KIO_FUNC_END(kio_ctx_resume)
 
 /* Starts a fresh fiber on the stack of the context that calls it, which is
  * abandoned (a dying fiber handing its stack to the next task):

@@ -101,18 +101,56 @@ KIO_FUNC_END(kio_ctx_switch)
 
 /* First code of every fiber: the initial block (see lib/context.h) holds
  * r12 = argument and r13 = entry function, and kio_ctx_switch "returns" here
- * with the message in rax. Calls entry(msg, arg), which never returns. The
- * return address is marked undefined so unwinders stop at the fiber's root. */
+ * with the message in rax. Runs entry(msg, arg), which never returns. The
+ * return address is marked undefined so unwinders stop at the fiber's root.
+ *
+ * entry is entered as if called from here (its return address is the ud2
+ * below, inside this function's CFI), but with a jump: a `call` would push
+ * an entry on the return-stack predictor that no `ret` ever pops, and the
+ * context this fiber switches back to when it ends would find its returns
+ * predicted one entry off (see kio_ctx_resume). */
 KIO_FUNC_BEGIN(kio_ctx_entry)
     .cfi_startproc
     .cfi_undefined rip
     movq %rax, %rdi
     movq %r12, %rsi
     xorl %ebp, %ebp
-    callq *%r13
+    leaq 1f(%rip), %rcx
+    pushq %rcx
+    jmpq *%r13
+1:
     ud2
     .cfi_endproc
 KIO_FUNC_END(kio_ctx_entry)
+
+/* The last switch of a context that is never resumed (a fiber that ended):
+ *
+ *   void kio_ctx_resume(void *load_sp, void *msg);
+ *
+ * Restores the context saved at load_sp and returns msg to it, saving
+ * nothing. Reached by jumps only (kio_ctx_entry's, then tail calls), so the
+ * ending fiber leaves nothing on the return-stack predictor, and it ends
+ * with `ret`: the predictor's top entry is then the one pushed by the
+ * context that started the fiber, and when that is the context resumed here
+ * (an awaiter that parked and switched to the child it spawned), the
+ * prediction is right and its returns stay in step. */
+KIO_FUNC_BEGIN(kio_ctx_resume)
+    .cfi_startproc
+    .cfi_undefined rip
+    movq %rdi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    movq 8(%rsp), %r15
+    movq 16(%rsp), %r14
+    movq 24(%rsp), %r13
+    movq 32(%rsp), %r12
+    movq 40(%rsp), %rbx
+    movq 48(%rsp), %rbp
+    movq %rsi, %rax
+    leaq 56(%rsp), %rsp
+    ret
+    .cfi_endproc
+KIO_FUNC_END(kio_ctx_resume)
 
 /* Starts a fresh fiber on the stack of the context that calls it, which is
  * abandoned (a dying fiber handing its stack to the next task):

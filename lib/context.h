@@ -19,8 +19,13 @@ void kio_ctx_entry(void);
 // Abandons the calling context and starts entry(msg, arg) on a fresh frame at
 // stack_top: what switching to make_context(stack_top, entry, arg) would do,
 // for a caller whose own stack that is (its frames are never resumed).
-[[noreturn]] void kio_ctx_restart(void *stack_top, void (*entry)(void *msg, void *arg), void *arg,
-                                  void *msg);
+// Never returns. Not declared [[noreturn]], nor is kio_ctx_resume: compilers
+// never reach a noreturn function by a tail call, and a call would push the
+// return-stack predictor (see kio_ctx_resume in asm/).
+void kio_ctx_restart(void *stack_top, void (*entry)(void *msg, void *arg), void *arg, void *msg);
+// Abandons the calling context (never resumed) for the one saved at load_sp,
+// which receives msg: kio_ctx_switch without the save. Never returns.
+void kio_ctx_resume(void *load_sp, void *msg);
 }
 
 namespace kio {

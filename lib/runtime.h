@@ -137,7 +137,7 @@ void notify(Runtime *rt);                 // new work exists: make sure some wor
 void wake_worker(Worker *w);              // ring w if it sleeps
 Task *find_work(Worker *w);               // next fiber to run on w, or nullptr
 bool reluctant_thief(const Worker *w);    // w's fresh steals ran too briefly to be worth it
-[[noreturn]] void exit_fiber();           // the calling task's fn returned
+void exit_fiber();  // the calling task's fn returned; never returns (a tail call: scheduler.cpp)
 int yield_current(Worker *w);             // reschedule the calling fiber (on w) at the back
 void migrate_current(Worker *to);         // continue the calling fiber on `to`
 void park_current(Waiter *w, PublishFn publish, void *arg, uint64_t deadline, bool cancelable,
