@@ -647,6 +647,27 @@ void arm_cancel(Task *t, Waiter *wt) {
     if (t->cancel_pending()) claim(wt, -ECANCELED);
 }
 
+// A publication where only a canceler can claim wt (the publish function
+// said so, and no deadline): wt is made claimable first (kWaiting, with no
+// compare-and-swap to end the publication), then cur_wait names it. If a
+// cancellation is pending, a canceler may claim wt any moment from then on,
+// and the fiber run and leave: so the claim here is made under t->lock, as
+// the canceler's, and t->publishing holds the woken fiber (disarm in wait.cpp)
+// until this publication is done with wt.
+void arm_cancel_last(Task *t, Waiter *wt) {
+    t->publishing.store(true, std::memory_order_relaxed);
+    wt->cancel_armed = true;
+    t->cur_wait.store(wt, std::memory_order_release);
+    light_fence();  // the store before the read; pairs with request_cancel's heavy_fence
+    bool wake = false;
+    if (t->cancel_pending()) {
+        LockGuard<SpinLock> g(t->lock);
+        wake = claim(wt, -ECANCELED) == Claim::kWake;
+    }
+    t->publishing.store(false, std::memory_order_release);  // wt is not ours after this
+    if (wake) ready(t);
+}
+
 // Runs on the context that follows a parking fiber: makes its Waiter
 // reachable, then ends the publication. A claim made meanwhile is honored here.
 KIO_NOINLINE void publish_parked(Worker *w, SwitchMsg *m) {
@@ -655,6 +676,11 @@ KIO_NOINLINE void publish_parked(Worker *w, SwitchMsg *m) {
     uint64_t deadline = m->deadline;
     bool cancelable = m->cancelable;
     m->publish(wt, m->arg);
+    if (wt->only_canceler_claims && !deadline) {
+        wt->state.store(Waiter::kWaiting, std::memory_order_relaxed);
+        if (cancelable) arm_cancel_last(t, wt);
+        return;
+    }
     if (deadline) arm_timer(w, wt, deadline);
     if (cancelable) arm_cancel(t, wt);
     uint64_t s = Waiter::kPublishing;

@@ -63,6 +63,7 @@ __attribute__((always_inline)) inline void start_task(Runtime *rt, Worker *w, Ta
     t->stolen_at = 0;
     t->cq = nullptr;
     t->waiters = WaitList{};
+    t->holder_wait = nullptr;
     t->cur_wait.store(nullptr, std::memory_order_relaxed);
     t->name[0] = 0;
     if (name) {
@@ -135,12 +136,28 @@ struct TaskWait {
 
 void publish_task_wait(Waiter *w, void *arg) {
     auto *a = static_cast<TaskWait *>(arg);
-    LockGuard<SpinLock> g(a->task->lock);
-    if (a->task->state.load(std::memory_order_acquire) == Task::kFinished) claim(w, a->node->value);
-    else a->task->waiters.push_back(a->node);
+    Task *t = a->task;
+    if (t == current_task()) {
+        // Published by t itself, at its first run right after the holder
+        // parked (an await of the child just spawned): t cannot finish
+        // meanwhile, and nothing else writes holder_wait while the holder
+        // waits. Until t finishes, only a canceler can claim w.
+        t->holder_wait = a->node;
+        a->node->linked.store(true, std::memory_order_relaxed);
+        w->only_canceler_claims = true;
+        return;
+    }
+    LockGuard<SpinLock> g(t->lock);
+    if (t->state.load(std::memory_order_acquire) == Task::kFinished) {
+        claim(w, a->node->value);
+        return;
+    }
+    t->holder_wait = a->node;
+    a->node->linked.store(true, std::memory_order_relaxed);
 }
 
-// Waits until t finishes. 0, or -ECANCELED if cancelable and the caller is canceled.
+// The holder of t's handle waits until t finishes. 0, or -ECANCELED if
+// cancelable and the caller is canceled.
 int wait_finished(Task *t, bool cancelable) {
     if (t->state.load(std::memory_order_acquire) == Task::kFinished) return 0;
     Waiter w;
@@ -148,7 +165,13 @@ int wait_finished(Task *t, bool cancelable) {
     n.waiter = &w;
     TaskWait a{t, &n};
     int r = wait_on(&w, publish_task_wait, &a, 0, cancelable, KIO_PARK_AWAIT, t);
-    unlink_if_linked(t->lock, t->waiters, &n);
+    if (n.linked.load(std::memory_order_acquire)) {  // canceled: t did not take it
+        LockGuard<SpinLock> g(t->lock);
+        if (n.linked.load(std::memory_order_relaxed)) {
+            t->holder_wait = nullptr;
+            n.linked.store(false, std::memory_order_relaxed);
+        }
+    }
     return r;
 }
 
@@ -165,6 +188,16 @@ void finish_task(Task *t) {
         LockGuard<SpinLock> g(t->lock);
         t->state.store(Task::kFinished, std::memory_order_release);
         wake = claim_all(t->waiters, true, 0);
+        if (WaitNode *n = t->holder_wait) {  // first: it was there before any selector
+            t->holder_wait = nullptr;
+            Waiter *hw = n->waiter;
+            Claim c = claim(hw, 0);
+            n->linked.store(false, std::memory_order_release);  // last access to n, unless ours to wake
+            if (c == Claim::kWake) {
+                hw->wake_next = wake;
+                wake = hw;
+            }
+        }
         cq = t->cq;
         t->cq = nullptr;
     }

@@ -78,6 +78,10 @@ struct alignas(64) Task {
     // hint, cleared after the switch message is handled, when the fiber may
     // already run elsewhere), never false while the fiber runs.
     std::atomic<bool> walkable{false};
+    // A publication that left its Waiter claimable by a canceler before its
+    // last look at it is under way (arm_cancel_last in scheduler.cpp): the
+    // fiber, woken by that canceler, waits until this is false.
+    std::atomic<bool> publishing{false};
     uint64_t stolen_at = 0;  // when a thief took it before its first run (steal() in scheduler.cpp)
     Task *qnext = nullptr;   // link in injection / inbox lists
 
@@ -102,6 +106,10 @@ struct alignas(64) Task {
     Racy<uint64_t> wait_until;
     SpinLock lock;
     WaitList waiters;
+    // The handle holder's wait (kio_await, kio_cancel: one at a time), apart
+    // from `waiters` so that the task itself may fill it without the lock
+    // (publish_task_wait). Under `lock` otherwise.
+    WaitNode *holder_wait = nullptr;
     std::atomic<Waiter *> cur_wait{nullptr};
 
     // kio_cq_watch: where to post the result when the task finishes.

@@ -52,8 +52,13 @@ void disarm(Waiter *w) {
         t->cur_wait.store(nullptr, std::memory_order_relaxed);
         light_fence();  // the store before the read; pairs with request_cancel's heavy_fence
         // A canceler that read cur_wait before the store may still hold w:
-        // it does so only under t->lock, so wait it out there.
-        if (t->cancel_requested.load(std::memory_order_relaxed)) LockGuard<SpinLock> wait_out(t->lock);
+        // it does so only under t->lock, so wait it out there; and the
+        // publication it woke us in the middle of, if any (arm_cancel_last
+        // in scheduler.cpp).
+        if (t->cancel_requested.load(std::memory_order_relaxed)) {
+            { LockGuard<SpinLock> wait_out(t->lock); }
+            while (t->publishing.load(std::memory_order_acquire)) cpu_relax();
+        }
     }
 }
 

@@ -52,6 +52,9 @@ struct Waiter {
     std::atomic<uint64_t> state{kPublishing};
     std::atomic<uint32_t> futex{0};        // plain threads: becomes 1 when claimed
     bool cancel_armed = false;             // registered in task->cur_wait
+    // Set by a publish function when no party but a canceler can claim the
+    // waiter until the fiber runs again (see publish_parked in scheduler.cpp).
+    bool only_canceler_claims = false;
     TimerNode timer;                       // armed when the wait has a deadline
     Waiter *wake_next = nullptr;           // chain of claimed waiters (claim_all)
     uint64_t since = 0;                    // when the party started waiting (mutex fairness)

@@ -241,6 +241,69 @@ static bool cancel_after_spinning(kio_task *t, unsigned spins, unsigned yield_ev
     return kio_cancel(t, res) == 0;
 }
 
+// An awaiter that spawns a child and awaits it at once has its wait published
+// by the child itself, at its first run: until the child finishes only a
+// canceler can claim that wait, and the publication makes it claimable
+// before its last look at it. Awaiters canceled at random moments: each
+// returns, and each child's result is taken exactly once (by the await, or
+// by the kio_cancel that follows a canceled one).
+TEST(Stress, CancelRacingAnAwaitOfAFreshChildLosesNothing) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    static std::atomic<uint64_t> taken{0};
+    taken = 0;
+    const uint64_t rounds = scaled(50000);
+    std::mt19937 rng(5);
+    uint64_t canceled = 0, completed = 0, errors = 0, bad = 0;
+    for (uint64_t i = 0; i < rounds; i++) {
+        kio_task *a = nullptr;
+        int rc = kt::try_spawn(
+            nullptr,
+            [i] {
+                kio_task *c = nullptr;
+                int r = kt::try_spawn(
+                    nullptr,
+                    [i] {
+                        if (i % 3 == 0) kio_yield();
+                        if (i % 3 == 1) kt::busy_for(200);
+                        return intptr_t(i + 1);
+                    },
+                    &c);
+                if (r) return intptr_t(-1000);
+                void *res = nullptr;
+                r = kio_await(c, &res);
+                intptr_t outcome = 0;
+                if (r == -ECANCELED) {
+                    outcome = 1;
+                    r = kio_cancel(c, &res);
+                }
+                if (r) return intptr_t(-2000 + r);
+                taken.fetch_add(1);
+                return vi(res) == intptr_t(i + 1) ? outcome : intptr_t(-3000);
+            },
+            &a);
+        if (rc != 0) {
+            errors++;
+            continue;
+        }
+        void *res = nullptr;
+        if (!cancel_after_spinning(a, rng() % 512, 64, &res)) {
+            errors++;
+            continue;
+        }
+        if (vi(res) == 0) completed++;
+        else if (vi(res) == 1) canceled++;
+        else bad++;
+    }
+    EXPECT_EQ(errors, 0u);
+    EXPECT_EQ(bad, 0u);
+    EXPECT_EQ(taken.load(), rounds - errors);
+    EXPECT_EQ(canceled + completed, rounds);
+    std::printf("awaits canceled %llu, completed %llu\n", (unsigned long long)canceled,
+                (unsigned long long)completed);
+    EXPECT_EQ(rt.destroy(), 0);
+}
+
 // A parked condition waiter is woken by a broadcast while a canceler reaches
 // for the same wait: the waiter withdraws its wait without a lock, and must
 // not return (and reuse the frame) while the canceler still holds it.
