@@ -547,6 +547,12 @@ void after_switch(SwitchMsg *in) {
         if (w->rt->nthreads > 1) notify(w->rt);
         return;
     }
+    // A fresh fiber started from the idle context or on a dying fiber's
+    // stack (restart_with): nothing to handle.
+    if (in->kind == SwitchMsg::kNothing && !t && w->plain) {
+        Worker::bump(w->n_switches);
+        return;
+    }
 #endif
     after_switch_general(in);
 }
