@@ -122,7 +122,7 @@ KIO_EXPORT int kio_cq_watch(kio_cq *c, kio_task *h, uint64_t user_data) noexcept
     bool finished;
     {
         LockGuard<SpinLock> g(t->lock);
-        finished = t->state.load(std::memory_order_acquire) == Task::kFinished;
+        finished = !t->register_waiter();
         if (!finished) {
             q->refs.fetch_add(1, std::memory_order_relaxed);
             t->cq = q;

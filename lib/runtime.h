@@ -149,9 +149,13 @@ void idle_loop(Worker *w);                // a worker's idle context (worker.cpp
 int start_worker(Runtime *rt);            // lazily start one more worker (worker.cpp)
 
 // Task lifecycle helpers (task.cpp).
-void finish_task(Task *t);                // fn returned: publish the result, wake waiters
+// fn returned: publish the result, wake waiters. kDropped/kDroppedLast: the
+// fiber's reference went with it (the caller must not touch t again, unless
+// it held the last one: then t is the caller's to free).
+FinishRef finish_task(Task *t);
 bool hand_on_exit(Task *t);               // the dying caller switches to woken t next (see scheduler.cpp)
 void release_task(Task *t);               // drops one reference
+void free_task(Task *t);  // the last reference went: back to the worker's cache or the pool
 void request_cancel(Task *t);
 void cancel_all(Runtime *rt);
 

@@ -284,20 +284,18 @@ bool prepare_fiber(Worker *w, Task *t) {
     return true;
 }
 
-void release_stack(Worker *w, Task *t) {
+void release_stack(Worker *w, Stack s) {
     Runtime *rt = w->rt;
-    if (!t->stack.base) return;  // handed on to the next task (restart_with)
-    if (t->stack.size == rt->default_stack()) {
+    if (s.size == rt->default_stack()) {
         if (w->nstacks == Worker::kStackCache) {
             constexpr size_t half = Worker::kStackCache / 2;
             rt->stacks.free_batch(w->stacks + half, half);
             w->nstacks = half;
         }
-        w->stacks[w->nstacks++] = t->stack;
+        w->stacks[w->nstacks++] = s;
     } else {
-        rt->stacks.free(t->stack);
+        rt->stacks.free(s);
     }
-    t->stack = Stack{};
 }
 
 KIO_NOINLINE Task *prepare_or_defer(Worker *w, Task *t) {
@@ -348,12 +346,12 @@ void poll_now(Worker *w, uint64_t now) {
 // fiber (no new pick) for kSingleStealDelay.
 bool may_steal_single(Worker *w, Worker *v, uint64_t delay) { return w->stuck_for(v, now_ns()) >= delay; }
 
-// A task a thief took before its first run ends on w: how long it ran.
-KIO_NOINLINE void learn_steal_granularity(Worker *w, Task *t) {
-    uint64_t ran = now_ns() - t->stolen_at;
+// A task a thief took (at stolen_at) before its first run ended on w: how
+// long it ran.
+KIO_NOINLINE void learn_steal_granularity(Worker *w, uint64_t stolen_at) {
+    uint64_t ran = now_ns() - stolen_at;
     if (ran > kStolenBusyCap) ran = kStolenBusyCap;
     w->stolen_busy_ns = (3 * w->stolen_busy_ns + ran) / 4;
-    t->stolen_at = 0;
 }
 
 // May w take a fresh task from v's spawn deque (v has more than one task
@@ -564,7 +562,8 @@ void after_switch_general(SwitchMsg *in) {
     if (KIO_UNLIKELY(w->rt->stall_ns)) stall_episode_ends(w);
     if (KIO_UNLIKELY(w->rt->debug_migrate) && cur) cur->ran_on = w;
     FiberSan *self = cur ? &cur->san : &w->idle_san;
-    FiberSan *prev = in->prev ? &in->prev->san : &w->idle_san;
+    // (A fiber that ended may be freed: its sanitizer state was copied.)
+    FiberSan *prev = in->kind == SwitchMsg::kRecycle ? &w->dying.san : in->prev ? &in->prev->san : &w->idle_san;
     san_after_switch(self, prev);
     // The fiber that left counts as running until its switch message is
     // handled: a mutex holder parking on a condition releases the mutex
@@ -695,12 +694,27 @@ KIO_NOINLINE void publish_parked(Worker *w, SwitchMsg *m) {
         ready(t);  // claimed during publication: nobody else will wake it
 }
 
+// The fiber of t ended (w->dying says how): its stack goes back to the
+// cache, and its reference, unless finish_task dropped it, goes too. t may
+// be freed, even reused, when finish_task dropped a reference that was not
+// the last: it is not touched then.
 void recycle(Worker *w, Task *t) {
-    if (KIO_UNLIKELY(t->stolen_at)) learn_steal_granularity(w, t);
-    san_destroy(&t->san);
-    release_stack(w, t);
-    t->sp = nullptr;
-    release_task(t);  // the fiber's reference; t may be gone now
+    Worker::Dying &d = w->dying;
+    if (KIO_UNLIKELY(d.stolen_at)) learn_steal_granularity(w, d.stolen_at);
+    san_destroy(&d.san);
+    if (!d.stack_handed_on) release_stack(w, d.stack);
+    switch (d.ref) {
+    case FinishRef::kKept:
+        t->sp = nullptr;
+        t->stack = Stack{};
+        release_task(t);  // the fiber's reference; t may be gone now
+        break;
+    case FinishRef::kDroppedLast:
+        free_task(t);
+        break;
+    case FinishRef::kDropped:
+        break;
+    }
     Worker::bump(w->nretired);
 }
 
@@ -747,7 +761,14 @@ void fiber_main(void *msg, void *arg) {
     auto *t = static_cast<Task *>(arg);
     after_switch(static_cast<SwitchMsg *>(msg));
     __atomic_store_n(&t->result, t->fn(t->arg), __ATOMIC_RELAXED);  // see Task::result
-    finish_task(t);
+    // What recycling needs of t, read before finish_task may let it go.
+    Worker *w = current_worker();  // fn may have moved this fiber: read after it
+    Worker::Dying &d = w->dying;
+    d.stack = t->stack;
+    d.stolen_at = t->stolen_at;
+    d.san = t->san;
+    d.stack_handed_on = false;
+    d.ref = finish_task(t);
     exit_fiber();  // a tail call (exit_fiber is not declared noreturn)
 }
 
@@ -851,8 +872,8 @@ inline Task *next_fresh(Worker *w) {
 
 // Never returns (a tail call of kio_ctx_restart; see exit_fiber).
 void restart_with(Worker *w, Task *self, Task *next) {
-    Stack s = self->stack;
-    self->stack = Stack{};
+    Stack s = w->dying.stack;
+    w->dying.stack_handed_on = true;
     // next->sp stays nullptr until next parks: to kio_backtrace and kio_dump
     // it is running (a saved block exists only for a suspended context).
     adopt_stack(w, next, s);
@@ -898,7 +919,7 @@ __attribute__((always_inline)) inline void exit_switch(Worker *w, Task *next) {
     msg->worker = w;
     void *load = next ? static_cast<void *>(next->sp) : w->idle_sp;
     set_current(w, next);
-    san_before_switch(&prev->san, next ? &next->san : &w->idle_san, true);
+    san_before_switch(&w->dying.san, next ? &next->san : &w->idle_san, true);
     kio_ctx_resume(load, msg);
 }
 
@@ -920,7 +941,7 @@ void exit_fiber() {
     }
     Task *next = next_fresh(w);
     if (next) {
-        if (!next->stack.base && self->stack.size == w->rt->default_stack()) {
+        if (!next->stack.base && w->dying.stack.size == w->rt->default_stack()) {
             restart_with(w, self, next);
             return;
         }

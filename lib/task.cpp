@@ -63,7 +63,7 @@ __attribute__((always_inline)) inline void start_task(Runtime *rt, Worker *w, Ta
     t->stolen_at = 0;
     t->cq = nullptr;
     t->waiters = WaitList{};
-    t->holder_wait = nullptr;
+    t->holder_wait.store(nullptr, std::memory_order_relaxed);
     t->cur_wait.store(nullptr, std::memory_order_relaxed);
     t->name[0] = 0;
     if (name) {
@@ -81,6 +81,8 @@ __attribute__((always_inline)) inline void start_task(Runtime *rt, Worker *w, Ta
     *out = to_handle(t);
     submit_new(rt, w, t);
 }
+
+}  // namespace
 
 void free_task(Task *t) {
     Runtime *rt = t->rt;
@@ -108,6 +110,8 @@ void free_task(Task *t) {
     t->qnext = nullptr;
     rt->tasks.give(t, t, 1);
 }
+
+namespace {
 
 void consume_handle(Task *t, void **result) {
     if (result) *result = t->result;
@@ -141,19 +145,20 @@ void publish_task_wait(Waiter *w, void *arg) {
         // Published by t itself, at its first run right after the holder
         // parked (an await of the child just spawned): t cannot finish
         // meanwhile, and nothing else writes holder_wait while the holder
-        // waits. Until t finishes, only a canceler can claim w.
-        t->holder_wait = a->node;
+        // waits; t's finish looks there first. Until t finishes, only a
+        // canceler can claim w.
         a->node->linked.store(true, std::memory_order_relaxed);
+        t->holder_wait.store(a->node, std::memory_order_relaxed);
         w->only_canceler_claims = true;
         return;
     }
     LockGuard<SpinLock> g(t->lock);
-    if (t->state.load(std::memory_order_acquire) == Task::kFinished) {
+    if (!t->register_waiter()) {
         claim(w, a->node->value);
         return;
     }
-    t->holder_wait = a->node;
     a->node->linked.store(true, std::memory_order_relaxed);
+    t->holder_wait.store(a->node, std::memory_order_relaxed);
 }
 
 // The holder of t's handle waits until t finishes. 0, or -ECANCELED if
@@ -168,7 +173,7 @@ int wait_finished(Task *t, bool cancelable) {
     if (n.linked.load(std::memory_order_acquire)) {  // canceled: t did not take it
         LockGuard<SpinLock> g(t->lock);
         if (n.linked.load(std::memory_order_relaxed)) {
-            t->holder_wait = nullptr;
+            t->holder_wait.store(nullptr, std::memory_order_relaxed);
             n.linked.store(false, std::memory_order_relaxed);
         }
     }
@@ -209,15 +214,37 @@ Claim claim_holder_wait(Waiter *hw) {
 
 }  // namespace
 
-void finish_task(Task *t) {
+// The task's fn returned (its result is stored). Marks it finished and wakes
+// every party that waits for it. When no party waits (none registered under
+// the lock: kWaitedBit, and no holder's wait published by the task itself),
+// one compare-and-swap on `life` marks it finished and drops the fiber's
+// reference at once, without the lock; the caller must then not touch t
+// again unless it held the last reference. Publishers set kWaitedBit under
+// the lock and see kFinishedBit in the same read-modify-write, so a party
+// either sees the task finished or is found by this finish. With a holder's
+// wait published by t itself (an await of the child just spawned) the finish
+// takes the lock at once, without the compare-and-swap: publishers under the
+// lock then see `state`, stored before it (Task::register_waiter).
+FinishRef finish_task(Task *t) {
+    t->state.store(Task::kFinished, std::memory_order_release);
+    // The holder's wait published by t itself: set before t ran its fn, or
+    // cleared by a holder that was canceled (under the lock, re-read there).
+    if (!t->holder_wait.load(std::memory_order_relaxed)) {
+        uint64_t w = t->life.load(std::memory_order_relaxed), nw;
+        bool waited;
+        do {
+            waited = w & Task::kWaitedBit;
+            nw = (w | Task::kFinishedBit) - (waited ? 0 : Task::kRef);
+        } while (!t->life.compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_relaxed));
+        if (!waited) return Task::refs_of(w) == 1 ? FinishRef::kDroppedLast : FinishRef::kDropped;
+    }
     Waiter *wake;
     CompletionQueue *cq;
     {
         LockGuard<SpinLock> g(t->lock);
-        t->state.store(Task::kFinished, std::memory_order_release);
         wake = claim_all(t->waiters, true, 0);
-        if (WaitNode *n = t->holder_wait) {  // first: it was there before any selector
-            t->holder_wait = nullptr;
+        if (WaitNode *n = t->holder_wait.load(std::memory_order_relaxed)) {  // first: it was there before any selector
+            t->holder_wait.store(nullptr, std::memory_order_relaxed);
             Waiter *hw = n->waiter;
             Claim c = claim_holder_wait(hw);
             n->linked.store(false, std::memory_order_release);  // last access to n, unless ours to wake
@@ -236,6 +263,7 @@ void finish_task(Task *t) {
         cq_post(cq, t->cq_data, t->result);
         cq_unref(cq);
     }
+    return FinishRef::kKept;
 }
 
 // Cancellation meets a parked fiber's wait without a lock on the fiber's
@@ -486,7 +514,7 @@ void publish_select(Waiter *w, void *arg) {
     for (size_t i = 0; i < a->count; i++) {
         Task *t = a->tasks[i];
         LockGuard<SpinLock> g(t->lock);
-        if (t->state.load(std::memory_order_acquire) == Task::kFinished) {
+        if (!t->register_waiter()) {
             claim(w, int(i));
             break;  // decided: the rest need no registration
         }

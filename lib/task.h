@@ -7,11 +7,14 @@
 //              kLive --(detach, kio_cq_watch)--> kDetached
 //              (the word also holds the slot's generation: see take_handle)
 //   refs       one for the handle (dropped when consumed or detached), one for
-//              the fiber (dropped after it switched away for the last time);
-//              the last drop returns the Task to its pool.
+//              the fiber (dropped when it finishes, or after it switched away
+//              for the last time when parties wait for it); the last drop
+//              returns the Task to its pool.
 //   (handle and refs share one atomic word, `life`, so that an await of a
 //   finished task consumes the handle and drops its reference in one
-//   compare-and-swap.)
+//   compare-and-swap. Two more bits there, kFinishedBit and kWaitedBit, let
+//   a task that nobody waits for finish and drop its fiber's reference in
+//   one compare-and-swap: see finish_task in task.cpp.)
 //
 // Handles given to users are the Task address with the low bits of `gen` in
 // the alignment bits, so a stale handle is detected (-EINVAL) unless the slot
@@ -109,7 +112,7 @@ struct alignas(64) Task {
     // The handle holder's wait (kio_await, kio_cancel: one at a time), apart
     // from `waiters` so that the task itself may fill it without the lock
     // (publish_task_wait). Under `lock` otherwise.
-    WaitNode *holder_wait = nullptr;
+    std::atomic<WaitNode *> holder_wait{nullptr};
     std::atomic<Waiter *> cur_wait{nullptr};
 
     // kio_cq_watch: where to post the result when the task finishes.
@@ -129,8 +132,23 @@ struct alignas(64) Task {
 
     static constexpr uint32_t handle_word(uint32_t g, uint32_t state) { return g << 2 | state; }
     static constexpr uint64_t kRef = uint64_t(1) << 32;  // one reference in `life`
+    // In `life` above the references: the task finished (set by finish_task
+    // with the same compare-and-swap that decides whether its fiber's
+    // reference goes at once), and a party registered under `lock` to wait
+    // for it (a selector, an awaiter published by another context, a
+    // completion queue), which makes the finish take the lock.
+    static constexpr uint64_t kFinishedBit = uint64_t(1) << 63;
+    static constexpr uint64_t kWaitedBit = uint64_t(1) << 62;
     static uint32_t handle_of(uint64_t life) { return uint32_t(life); }
-    static uint32_t refs_of(uint64_t life) { return uint32_t(life >> 32); }
+    static uint32_t refs_of(uint64_t life) { return uint32_t(life >> 32) & 0x3fffffffu; }
+    // Under `lock`, before registering a party that waits for this task:
+    // false if it has finished (the party then takes the result at once).
+    // A finish that does not set kFinishedBit (its holder is waiting: see
+    // finish_task) stores `state` before it takes the lock.
+    bool register_waiter() {
+        return !(life.fetch_or(kWaitedBit, std::memory_order_acq_rel) & kFinishedBit) &&
+               state.load(std::memory_order_acquire) != kFinished;
+    }
     // A new task's (or the main fiber's) handle and references; nobody else
     // can reach it yet.
     void init_life(uint32_t refs, std::memory_order mo) {
@@ -152,6 +170,9 @@ struct alignas(64) Task {
                !shielded.load(std::memory_order_relaxed);
     }
 };
+
+// What finish_task did with the fiber's reference (see runtime.h).
+enum class FinishRef : uint8_t { kKept, kDropped, kDroppedLast };
 
 constexpr uintptr_t kHandleGenMask = alignof(Task) - 1;
 

@@ -67,6 +67,17 @@ struct alignas(kCacheLine) Worker {
                               // (other workers read it: sleep() in worker.cpp)
     SwitchMsg msg;            // the message of the switch in progress
     Task *exit_next = nullptr;  // woken by the dying fiber, runs next (hand_on_exit)
+    // The fiber that ended, as it was before finish_task (which may have
+    // dropped its reference: its Task may be freed and reused by then), for
+    // its recycling (recycle in scheduler.cpp).
+    struct Dying {
+        Stack stack;
+        uint64_t stolen_at = 0;
+        FiberSan san;
+        FinishRef ref = FinishRef::kKept;
+        bool stack_handed_on = false;  // to the next task (restart_with)
+    };
+    Dying dying;
     void *idle_sp = nullptr;  // saved idle context
     FiberSan idle_san;
     Stack idle_stack;         // worker 0 only
