@@ -304,6 +304,91 @@ TEST(Stress, CancelRacingAnAwaitOfAFreshChildLosesNothing) {
     EXPECT_EQ(rt.destroy(), 0);
 }
 
+// A task that nobody waits for finishes without its lock (one compare-and-
+// swap marks it finished and drops its fiber's reference); a party that
+// registers under the lock meanwhile must either see it finished or be woken
+// by that finish, and the task must be freed exactly once, by whoever drops
+// the last reference. Tasks on two workers finishing after a random moment,
+// met by each kind of party from the main fiber or a plain thread: a
+// selector (then an await), a completion queue, a detach, an await.
+TEST(Stress, LockFreeFinishMeetsEveryKindOfWaiterOnce) {
+    kt::Rt rt(2);
+    ASSERT_EQ(rt.rc(), 0);
+    kio_cq *q = nullptr;
+    ASSERT_EQ(kio_cq_create(&q), 0);
+    static std::atomic<uint64_t> ran{0};
+    ran = 0;
+    const uint64_t rounds = scaled(40000);
+    std::mt19937 rng(11);
+    uint64_t errors = 0, watched = 0, detached = 0, selected = 0, awaited = 0;
+    auto body = [](uint64_t i, unsigned spin) {
+        for (unsigned k = 0; k < spin; k++) asm volatile("" ::: "memory");
+        ran.fetch_add(1);
+        return intptr_t(i * 3 + 1);
+    };
+    auto meet = [&](kio_task *t, uint64_t i, unsigned mode) {
+        void *res = nullptr;
+        switch (mode) {
+        case 0: {
+            size_t idx = 7;
+            if (kio_select(&t, 1, &idx) != 0 || idx != 0) errors++;
+            if (kio_await(t, &res) != 0 || vi(res) != intptr_t(i * 3 + 1)) errors++;
+            selected++;
+            break;
+        }
+        case 1:
+            if (kio_cq_watch(q, t, i) != 0) errors++;
+            watched++;
+            break;
+        case 2:
+            if (kio_detach(t) != 0) errors++;
+            detached++;
+            break;
+        default:
+            if (kio_await(t, &res) != 0 || vi(res) != intptr_t(i * 3 + 1)) errors++;
+            awaited++;
+        }
+    };
+    for (uint64_t i = 0; i < rounds; i++) {
+        unsigned spin = rng() % 2048, wait = rng() % 2048, mode = unsigned(i % 4);
+        kio_task *t = nullptr;
+        if (kt::try_spawn(nullptr, [i, spin, &body] { return body(i, spin); }, &t) != 0) {
+            errors++;
+            continue;
+        }
+        if (i % 8 < 4) kio_yield();  // let the other worker take it now and then
+        for (unsigned k = 0; k < wait; k++) asm volatile("" ::: "memory");
+        if (i % 16 == 15) {
+            std::thread th([&] { meet(t, i, mode); });  // a plain thread blocks
+            th.join();
+        } else {
+            meet(t, i, mode);
+        }
+    }
+    // Every watched task posts once, with its own result.
+    std::vector<bool> seen(rounds, false);
+    uint64_t posted = 0, bad = 0;
+    uint64_t give_up = kio_now() + 30 * kSec;
+    while (posted < watched && kio_now() < give_up) {
+        kio_cq_event ev[64];
+        int n = kio_cq_poll(q, ev, 64);
+        for (int k = 0; k < n; k++) {
+            uint64_t i = ev[k].user_data;
+            if (i >= rounds || seen[i] || vi(ev[k].result) != intptr_t(i * 3 + 1)) bad++;
+            else seen[i] = true;
+            posted++;
+        }
+        if (n == 0) kio_sleep(100 * kUs);
+    }
+    EXPECT_EQ(errors, 0u);
+    EXPECT_EQ(bad, 0u);
+    EXPECT_EQ(posted, watched);
+    EXPECT_EQ(selected + watched + detached + awaited, rounds);
+    EXPECT_EQ(rt.destroy(), 0);  // waits for the detached ones
+    EXPECT_EQ(ran.load(), rounds);
+    EXPECT_EQ(kio_cq_destroy(q), 0);
+}
+
 // A parked condition waiter is woken by a broadcast while a canceler reaches
 // for the same wait: the waiter withdraws its wait without a lock, and must
 // not return (and reuse the frame) while the canceler still holds it.
