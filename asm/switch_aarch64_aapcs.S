@@ -47,6 +47,7 @@ KIO_FUNC_BEGIN(kio_ctx_switch)
     mov x9, sp
     str x9, [x0]
     mov sp, x1
+2:  /* kio_ctx_resume joins here */
 
     ldr x9, [sp, #160]
     msr fpcr, x9
@@ -114,21 +115,9 @@ KIO_FUNC_BEGIN(kio_ctx_resume)
     .cfi_startproc
     .cfi_undefined x30
     mov sp, x0
-    ldr x9, [sp, #160]
-    msr fpcr, x9
-    ldp d8, d9, [sp, #96]
-    ldp d10, d11, [sp, #112]
-    ldp d12, d13, [sp, #128]
-    ldp d14, d15, [sp, #144]
-    ldp x19, x20, [sp, #0]
-    ldp x21, x22, [sp, #16]
-    ldp x23, x24, [sp, #32]
-    ldp x25, x26, [sp, #48]
-    ldp x27, x28, [sp, #64]
-    ldp x29, x30, [sp, #80]
-    add sp, sp, #176
-    mov x0, x1
-    ret
+    mov x2, x1
+    ldr x10, [sp, #88]  /* the arriving context's own return address: kio_ctx_switch ends in `ret` */
+    b 2b
     .cfi_endproc
 KIO_FUNC_END(kio_ctx_resume)
 

@@ -45,6 +45,7 @@ KIO_FUNC_BEGIN(kio_ctx_switch)
     movq 56(%rsp), %r8  /* where the leaving context will return */
     movq %rsp, (%rdi)
     movq %rsi, %rsp
+2:  /* kio_ctx_resume joins here */
 
     /* The arriving context's block has the same layout, so the CFI above
      * stays true until the block is dropped. The return address is loaded
@@ -128,7 +129,8 @@ KIO_FUNC_END(kio_ctx_entry)
  *   void kio_ctx_resume(void *load_sp, void *msg);
  *
  * Restores the context saved at load_sp and returns msg to it, saving
- * nothing. Reached by jumps only (kio_ctx_entry's, then tail calls), so the
+ * nothing (it joins kio_ctx_switch's restore, taking its `ret` exit).
+ * Reached by jumps only (kio_ctx_entry's, then tail calls), so the
  * ending fiber leaves nothing on the return-stack predictor, and it ends
  * with `ret`: the predictor's top entry is then the one pushed by the
  * context that started the fiber, and when that is the context resumed here
@@ -138,17 +140,9 @@ KIO_FUNC_BEGIN(kio_ctx_resume)
     .cfi_startproc
     .cfi_undefined rip
     movq %rdi, %rsp
-    ldmxcsr (%rsp)
-    fldcw 4(%rsp)
-    movq 8(%rsp), %r15
-    movq 16(%rsp), %r14
-    movq 24(%rsp), %r13
-    movq 32(%rsp), %r12
-    movq 40(%rsp), %rbx
-    movq 48(%rsp), %rbp
-    movq %rsi, %rax
-    leaq 56(%rsp), %rsp
-    ret
+    movq %rsi, %rdx
+    movq 56(%rsp), %r8  /* the arriving context's own return address: kio_ctx_switch ends in `ret` */
+    jmp 2b
     .cfi_endproc
 KIO_FUNC_END(kio_ctx_resume)
 

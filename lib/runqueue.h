@@ -259,8 +259,9 @@ class Deque {
     // awake counts the workers that may steal right now, the owner included
     // (Runtime::nawake; set before first use).
     void set_awake_count(const std::atomic<int> *awake) { awake_ = awake; }
-    // Owner only: the newest task.
-    Task *pop() {
+    // Owner only: the newest task. Inlined (every spawn's child is popped),
+    // but for the race with thieves.
+    __attribute__((always_inline)) Task *pop() {
         int64_t b = bottom_.load(std::memory_order_relaxed) - 1;
         Array *a = array_.load(std::memory_order_relaxed);
         if (solo_) {
@@ -271,21 +272,7 @@ class Deque {
         bottom_.store(b, std::memory_order_relaxed);
         light_fence();  // the store before reading awake_; pairs with the waking thief's heavy_fence
         if (awake_ && awake_->load(std::memory_order_acquire) <= 1) return pop_alone(a, b);
-        full_fence();  // the store before reading top_
-        int64_t tp = top_.load(std::memory_order_seq_cst);
-        if (tp > b) {
-            bottom_.store(b + 1, std::memory_order_relaxed);
-            return nullptr;
-        }
-        Task *t = a->at(b).load(std::memory_order_relaxed);
-        if (tp == b) {
-            // Last element: race the thieves for it.
-            if (!top_.compare_exchange_strong(tp, tp + 1, std::memory_order_seq_cst,
-                                              std::memory_order_relaxed))
-                t = nullptr;
-            bottom_.store(b + 1, std::memory_order_relaxed);
-        }
-        return t;
+        return pop_fenced(a, b);
     }
     // Any thread: the oldest task, or nullptr when empty or lost a race.
     Task *steal() {
@@ -333,6 +320,25 @@ class Deque {
             return nullptr;
         }
         return a->at(b).load(std::memory_order_relaxed);
+    }
+
+    // pop() with thieves awake, bottom_ already lowered to b.
+    KIO_NOINLINE Task *pop_fenced(Array *a, int64_t b) {
+        full_fence();  // the store before reading top_
+        int64_t tp = top_.load(std::memory_order_seq_cst);
+        if (tp > b) {
+            bottom_.store(b + 1, std::memory_order_relaxed);
+            return nullptr;
+        }
+        Task *t = a->at(b).load(std::memory_order_relaxed);
+        if (tp == b) {
+            // Last element: race the thieves for it.
+            if (!top_.compare_exchange_strong(tp, tp + 1, std::memory_order_seq_cst,
+                                              std::memory_order_relaxed))
+                t = nullptr;
+            bottom_.store(b + 1, std::memory_order_relaxed);
+        }
+        return t;
     }
 
     Array *grow(Array *a, int64_t tp, int64_t b) {

@@ -762,7 +762,7 @@ void fiber_main(void *msg, void *arg) {
     after_switch(static_cast<SwitchMsg *>(msg));
     __atomic_store_n(&t->result, t->fn(t->arg), __ATOMIC_RELAXED);  // see Task::result
     // What recycling needs of t, read before finish_task may let it go.
-    Worker *w = current_worker();  // fn may have moved this fiber: read after it
+    Worker *w = current_worker_fast();  // fn may have moved this fiber: read after it
     Worker::Dying &d = w->dying;
     d.stack = t->stack;
     d.stolen_at = t->stolen_at;
@@ -776,7 +776,7 @@ void fiber_main(void *msg, void *arg) {
 
 void park_current(Waiter *wt, PublishFn publish, void *arg, uint64_t deadline, bool cancelable,
                   int kind) {
-    Worker *w = current_worker();
+    Worker *w = current_worker_at_entry();
     Worker::bump(w->n_parks[kind]);
     Task *next = pick_next(w);
     SwitchMsg &m = w->msg;
@@ -932,7 +932,7 @@ __attribute__((always_inline)) inline void exit_switch(Worker *w, Task *next) {
 // and the context it resumes (often the awaiter that started it) finds its
 // own return addresses there (asm/: kio_ctx_resume). spawn+await: ~78 -> ~74 ns.
 void exit_fiber() {
-    Worker *w = current_worker();
+    Worker *w = current_worker_fast();
     Task *self = w->current;
     if (Task *next = w->exit_next) {
         w->exit_next = nullptr;
