@@ -191,20 +191,15 @@ namespace {
 // A finishing task's claim of its holder's wait (under t->lock, which keeps
 // the holder from leaving that wait). A fiber's wait without a deadline that
 // only a canceler may still claim is claimed with a plain store: the
-// finisher first withdraws it from the canceler, as disarm (wait.cpp) does,
-// and falls back to the compare-and-swap when a cancellation is requested.
+// finisher first withdraws it from the canceler (Task::withdraw_wait, as
+// disarm in wait.cpp does), and falls back to the compare-and-swap when a
+// cancellation is requested.
 // (The holder's cur_wait names this wait or nothing: it cannot leave it
 // while its node is linked.)
 Claim claim_holder_wait(Waiter *hw) {
     Task *holder = hw->task;
     if (holder && hw->state.load(std::memory_order_acquire) == Waiter::kWaiting && !hw->timer.deadline) {
-        bool canceler_may_claim = false;
-        if (hw->cancel_armed) {
-            holder->cur_wait.store(nullptr, std::memory_order_relaxed);
-            light_fence();  // the store before the read; pairs with request_cancel's heavy_fence
-            canceler_may_claim = holder->cancel_requested.load(std::memory_order_relaxed);
-        }
-        if (!canceler_may_claim) {
+        if (!(hw->cancel_armed && holder->withdraw_wait())) {
             hw->state.store(Waiter::kClaimed, std::memory_order_release);  // result 0
             return Claim::kWake;
         }

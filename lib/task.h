@@ -27,6 +27,7 @@
 #include <mutex>
 
 #include "../include/kio.h"
+#include "fence.h"
 #include "sanitizer.h"
 #include "stack.h"
 #include "util.h"
@@ -168,6 +169,14 @@ struct alignas(64) Task {
     bool cancel_pending() const {
         return cancel_requested.load(std::memory_order_acquire) &&
                !shielded.load(std::memory_order_relaxed);
+    }
+    // Takes the wait that cur_wait names back from cancelers. False: none
+    // can claim it any more. True: one may be claiming it right now (it does
+    // so only under `lock`). Pairs with request_cancel's heavy_fence.
+    bool withdraw_wait() {
+        cur_wait.store(nullptr, std::memory_order_relaxed);
+        light_fence();  // the store before the read
+        return cancel_requested.load(std::memory_order_relaxed);
     }
 };
 

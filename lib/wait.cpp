@@ -49,13 +49,11 @@ void disarm(Waiter *w) {
     if (TimerHeap *h = w->timer.heap.load(std::memory_order_acquire)) h->remove(&w->timer);
     if (w->cancel_armed) {
         Task *t = w->task;
-        t->cur_wait.store(nullptr, std::memory_order_relaxed);
-        light_fence();  // the store before the read; pairs with request_cancel's heavy_fence
-        // A canceler that read cur_wait before the store may still hold w:
-        // it does so only under t->lock, so wait it out there; and the
+        // A canceler that read cur_wait before it was cleared may still hold
+        // w: it does so only under t->lock, so wait it out there; and the
         // publication it woke us in the middle of, if any (arm_cancel_last
         // in scheduler.cpp).
-        if (t->cancel_requested.load(std::memory_order_relaxed)) {
+        if (t->withdraw_wait()) {
             { LockGuard<SpinLock> wait_out(t->lock); }
             while (t->publishing.load(std::memory_order_acquire)) cpu_relax();
         }
